@@ -1,0 +1,512 @@
+"""The training engine: a `Run` trains one RunConfig in a background thread, emits events that any number of listeners
+read, writes its record to disk as it goes, and can be stopped between batches."""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import timm.optim
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from . import runs
+from .backbones import WeightsSource, create_backbone, data_config, layer_groups
+from .config import RunConfig
+from .data import AUGMENTATIONS, CachedImages, ImageCache, ImageDataset, eval_transform, open_dataset
+from .strategies import (
+    Strategy,
+    apply_freezing,
+    check_freeze_depth,
+    get_strategy,
+    set_train_mode,
+    trainable_parameter_count,
+)
+
+TERMINAL = ("finished", "stopped", "failed")
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when the user pressed Stop; the run ends cleanly and keeps what it learned."""
+
+
+@dataclass
+class Event:
+    kind: str  # status | health | started | progress | epoch_start | batch | epoch_end | finished | stopped | failed
+    data: dict
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class Prepared:
+    """What a run needs before the first batch: data, model and their facts."""
+
+    config: RunConfig  # resolved
+    dataset: ImageDataset
+    model: torch.nn.Module
+    strategy: Strategy
+    weights: WeightsSource
+    frozen_groups: int
+    data_cfg: dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warmup to `peak`, then cosine decay to 1% of it."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def confusion_matrix(targets: torch.Tensor, preds: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """Rows are true classes, columns predicted classes."""
+    flat = targets * num_classes + preds
+    counts = torch.bincount(flat, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).tolist()
+
+
+def per_class_report(matrix: list[list[int]], class_names: list[str]) -> dict[str, dict[str, float]]:
+    m = np.asarray(matrix, dtype=float)
+    tp = np.diag(m)
+    precision = np.divide(tp, m.sum(0), out=np.zeros_like(tp), where=m.sum(0) > 0)
+    recall = np.divide(tp, m.sum(1), out=np.zeros_like(tp), where=m.sum(1) > 0)
+    return {name: {"precision": float(p), "recall": float(r), "support": int(s)}
+            for name, p, r, s in zip(class_names, precision, recall, m.sum(1))}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; whole process
+
+
+def failure_hint(error: BaseException) -> str:
+    """What to try, in plain words, for the failures people actually hit."""
+    text = str(error).lower()
+    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in text:
+        return "The model ran out of memory: lower the batch size or the image size, or pick a smaller backbone."
+    if "nan" in text or "inf" in text:
+        return "Training diverged: lower the learning rate."
+    return "See the error above; if it mentions a file, fix or remove that file and start again."
+
+
+class Normalizer:
+    """uint8 NCHW batch -> normalised float batch on the device, in channels_last (faster convolutions on CPU too)."""
+
+    def __init__(self, mean, std, device: torch.device):
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        self.device = device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True).float()
+        return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+
+
+class Run:
+    """One training run. `start()` trains in a background thread; `run()` trains in the calling thread.
+
+    Listeners (`subscribe`) are called from the training thread: they must not call UI code directly. Pollers read
+    `events_since(i)`, `metrics`, `progress` and `status`, which are safe to read from any thread.
+    """
+
+    def __init__(self, config: RunConfig, run_id: str | None = None):
+        self.config = config
+        self.id = run_id or runs.new_run_id(config.strategy, config.backbone)
+        self.dir = config.runs_path() / self.id
+        self.status = "queued"
+        self.phase = "waiting to start"
+        self.error: str | None = None
+        self.hint: str | None = None
+        self.metrics: list[dict] = []
+        self.batches: list[dict] = []
+        self.progress: dict = {}
+        self.summary: dict | None = None
+        self.info: dict = {}  # facts known after preparation: classes, weights source, groups, resolved config
+        self.health: dict | None = None
+        self.created = time.time()
+        self._events: list[Event] = []
+        self._listeners: list[Callable[[Event], None]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- observing ----------------------------------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def events_since(self, index: int) -> list[Event]:
+        with self._lock:
+            return self._events[index:]
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        finished = self._done.wait(timeout)
+        if finished and self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()  # let the worker unwind fully before the caller (maybe the interpreter) moves on
+        return finished
+
+    def _emit(self, kind: str, **data) -> None:
+        event = Event(kind, data)
+        with self._lock:
+            self._events.append(event)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a broken listener must not kill the training
+                traceback.print_exc()
+
+    def _report_progress(self, progress: dict) -> None:
+        """Progress of work that is not a training batch (decoding, feature extraction)."""
+        self.progress = progress
+        self._emit("progress", **progress)
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self._emit("status", phase=phase)
+
+    # -- controlling --------------------------------------------------------------------------------------------
+    def start(self) -> Run:
+        self._thread = threading.Thread(target=self.run, name=f"run-{self.id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current batch."""
+        self._stop.set()
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise StopRequested
+
+    def run(self) -> Run:
+        """Train to the end (or until stopped / failed). Never raises: the outcome is in `status` and `summary`."""
+        self.status = "preparing"
+        try:
+            prepared = self._prepare()
+        except StopRequested:
+            self._finish_without_record("stopped", "Stopped before training started.")
+            return self
+        except Exception as error:  # noqa: BLE001 - bad input is reported, nothing is written
+            self._finish_without_record("failed", str(error), failure_hint(error))
+            return self
+        self._train(prepared)
+        return self
+
+    def _finish_without_record(self, status: str, error: str, hint: str | None = None) -> None:
+        self.status, self.error, self.hint = status, error, hint
+        self.phase = status
+        self._emit(status, error=error, hint=hint)
+        self._done.set()
+
+    # -- preparation: validate everything before writing anything -----------------------------------------------
+    def _prepare(self) -> Prepared:
+        config = self.config
+        strategy = get_strategy(config.strategy)
+        seed_everything(config.seed)
+        self._set_phase("reading the dataset")
+        dataset = open_dataset(config.data, config.val_fraction, config.seed)
+        self.health = dataset.report.to_dict()
+        self._emit("health", report=self.health)
+        self._check_stop()
+        self._set_phase("loading the backbone")
+        weights = "none" if not strategy.pretrained else config.weights
+        model, source = create_backbone(config.backbone, len(dataset.class_names), weights)
+        groups = layer_groups(model)
+        frozen = strategy.frozen_groups(groups, config.freeze_depth)
+        if strategy.uses_freeze_depth:
+            check_freeze_depth(frozen, groups, config.backbone)
+        apply_freezing(model, groups, frozen)
+        cfg = data_config(model)
+        resolved = config.resolved(native_image_size=cfg["input_size"][-1])
+        trainable, total = trainable_parameter_count(model)
+        self.info = {
+            "run_id": self.id,
+            "class_names": dataset.class_names,
+            "num_train": len(dataset.train),
+            "num_val": len(dataset.val),
+            "weights_source": source.to_dict(),
+            "layer_groups": [{"name": g.name, "num_params": g.num_params, "frozen": g.index < frozen}
+                             for g in groups],
+            "frozen_groups": frozen,
+            "trainable_params": trainable,
+            "total_params": total,
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+            "resolved": resolved.to_dict(),
+        }
+        return Prepared(resolved, dataset, model, strategy, source, frozen, cfg)
+
+    # -- training -----------------------------------------------------------------------------------------------
+    def _train(self, p: Prepared) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        runs.write_json(self.dir / runs.CONFIG_FILE, {**p.config.to_dict(), **self.info, "created": self.created})
+        runs.write_json(self.dir / runs.HEALTH_FILE, self.health or {})
+        device = torch.device(p.config.device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.status = "running"
+        self._emit("started", info=self.info, run_dir=str(self.dir))
+        started = time.perf_counter()
+        status, error, hint = "finished", None, None
+        trainer = _Trainer(self, p, device)
+        try:
+            trainer.fit()
+        except StopRequested:
+            status = "stopped"
+        except Exception as e:  # noqa: BLE001 - the run record keeps the metrics and says why it stopped
+            status, error, hint = "failed", f"{type(e).__name__}: {e}", failure_hint(e)
+            traceback.print_exc()
+        self._write_summary(p, trainer, status, error, hint, time.perf_counter() - started, device)
+
+    def _write_summary(self, p: Prepared, trainer: _Trainer, status: str, error: str | None, hint: str | None,
+                       seconds: float, device: torch.device) -> None:
+        try:
+            if status != "failed":
+                self._set_phase("saving the model")
+                final = trainer.final_evaluation()
+                runs.save_run_model(self.dir, p.model, {
+                    "backbone": p.config.backbone, "class_names": p.dataset.class_names,
+                    "image_size": p.config.image_size, "mean": list(p.data_cfg["mean"]),
+                    "std": list(p.data_cfg["std"]), "crop_pct": p.data_cfg.get("crop_pct", 0.875),
+                    "interpolation": p.data_cfg.get("interpolation", "bicubic"),
+                })
+            else:
+                final = self.metrics[-1] if self.metrics else {}
+        except Exception as e:  # noqa: BLE001
+            status, error, hint = "failed", f"{type(e).__name__}: {e}", failure_hint(e)
+            final = self.metrics[-1] if self.metrics else {}
+        matrix = final.get("confusion_matrix")
+        trainable, total = trainable_parameter_count(p.model)
+        self.summary = {
+            "status": status,
+            "error": error,
+            "hint": hint,
+            "val_accuracy": final.get("val_acc"),
+            "val_loss": final.get("val_loss"),
+            "epochs_completed": len(self.metrics),
+            "class_names": p.dataset.class_names,
+            "confusion_matrix": matrix,
+            "per_class": per_class_report(matrix, p.dataset.class_names) if matrix else None,
+            "trainable_params": self.info.get("trainable_params", trainable),
+            "total_params": total,
+            "pretrained": p.weights.to_dict(),
+            "train_seconds": round(seconds, 2),
+            "feature_seconds": trainer.feature_seconds,
+            "images_per_s": _mean([m["images_per_s"] for m in self.metrics if m.get("images_per_s")]),
+            "peak_memory_mb": round(peak_memory_mb(device), 1),
+            "device": device.type,
+        }
+        runs.write_json(self.dir / runs.SUMMARY_FILE, self.summary)
+        self.status, self.error, self.hint, self.phase = status, error, hint, status
+        self._emit(status, summary=self.summary, error=error, hint=hint)
+        self._done.set()
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
+
+
+class _Trainer:
+    """The loops of one run; reports through the Run it belongs to."""
+
+    def __init__(self, run: Run, p: Prepared, device: torch.device):
+        self.run, self.p, self.device = run, p, device
+        self.config = p.config
+        self.model = p.model.to(device, memory_format=torch.channels_last)
+        self.normalize = Normalizer(p.data_cfg["mean"], p.data_cfg["std"], device)
+        crop_pct = p.data_cfg.get("crop_pct", 0.875) or 0.875
+        self.cache = ImageCache(round(self.config.image_size / crop_pct))
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.num_classes = len(p.dataset.class_names)
+        self.feature_seconds: float | None = None
+        self.val_features: torch.Tensor | None = None
+        # bf16 autocast on GPUs that have it: roughly doubles throughput; the CPU path stays fp32.
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.step = 0
+
+    # -- data ---------------------------------------------------------------------------------------------------
+    def _decode_all(self) -> None:
+        paths = [s.path for s in self.p.dataset.train + self.p.dataset.val]
+        self.run._set_phase("decoding images")
+
+        def progress(done: int, total: int) -> None:
+            self.run._report_progress({"phase": "decoding images", "done": done, "total": total})
+            self.run._check_stop()
+
+        self.cache.warm(paths, progress)
+
+    def _loader(self, samples, transform, shuffle: bool) -> DataLoader:
+        dataset = CachedImages(samples, self.cache, transform)
+        # Drop a last batch of 1: BatchNorm cannot train on a single image.
+        drop_last = shuffle and len(samples) % self.config.batch_size == 1
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle, generator=self.generator,
+                          drop_last=drop_last, pin_memory=self.device.type == "cuda")
+
+    def fit(self) -> None:
+        self._decode_all()
+        if self.p.strategy.caches_features:
+            self._fit_linear_probe()
+        else:
+            self._fit_backbone()
+
+    # -- evaluation ---------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _predict(self, inputs, from_features: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, targets) over the validation set."""
+        self.model.eval()
+        if from_features:
+            features, targets = inputs
+            return self.model.get_classifier()(features.to(self.device)).float().cpu(), targets
+        logits, targets = [], []
+        for images, labels in self._loader(self.p.dataset.val, eval_transform(self.config.image_size), False):
+            with torch.autocast(**self.autocast):
+                logits.append(self.model(self.normalize(images)).float().cpu())
+            targets.append(labels)
+        return torch.cat(logits), torch.cat(targets)
+
+    def _evaluate(self) -> dict:
+        from_features = self.val_features is not None
+        inputs = (self.val_features, self.val_targets) if from_features else None
+        logits, targets = self._predict(inputs, from_features)
+        preds = logits.argmax(1)
+        return {
+            "val_loss": round(F.cross_entropy(logits, targets).item(), 5),
+            "val_acc": round((preds == targets).float().mean().item(), 5),
+            "confusion_matrix": confusion_matrix(targets, preds, self.num_classes),
+        }
+
+    def final_evaluation(self) -> dict:
+        """Metrics of the weights being saved: the last epoch's, or fresh ones when stopped mid-epoch."""
+        if self.run.metrics and self.run.metrics[-1]["step"] == self.step:
+            return self.run.metrics[-1]
+        return self._evaluate() if self.step > 0 or self.val_features is not None else {}
+
+    def _end_epoch(self, epoch: int, loss_sum: float, correct: int, seen: int, seconds: float, lr: float) -> None:
+        metrics = {
+            "epoch": epoch,
+            "train_loss": round(loss_sum / max(1, seen), 5),
+            "train_acc": round(correct / max(1, seen), 5),
+            **self._evaluate(),
+            "lr": lr,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(seen / seconds, 2) if seconds > 0 else None,
+            "step": self.step,
+        }
+        self.run.metrics.append(metrics)
+        runs.append_jsonl(self.run.dir / runs.METRICS_FILE, metrics)
+        self.run._emit("epoch_end", metrics=metrics)
+
+    def _report_batch(self, epoch: int, index: int, steps: int, loss: float, images_per_s: float,
+                      seconds_left: float, lr: float, phase: str) -> None:
+        batch = {"epoch": epoch, "step": self.step, "batch": index, "batches": steps, "loss": round(loss, 5),
+                 "images_per_s": round(images_per_s, 2), "seconds_left": round(seconds_left, 1), "lr": lr,
+                 "phase": phase}
+        self.run.progress = batch
+        self.run.batches.append(batch)
+        runs.append_jsonl(self.run.dir / runs.BATCHES_FILE, batch)
+        self.run._emit("batch", **batch)
+
+    # -- linear probe: the backbone runs once per image -----------------------------------------------------------
+    @torch.inference_mode()
+    def _features(self, samples, label: str) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.eval()
+        loader = self._loader(samples, eval_transform(self.config.image_size), False)
+        feats, targets, start = [], [], time.perf_counter()
+        for index, (images, labels) in enumerate(loader):
+            self.run._check_stop()
+            with torch.autocast(**self.autocast):
+                x = self.model.forward_features(self.normalize(images))
+                feats.append(self.model.forward_head(x, pre_logits=True).float())
+            targets.append(labels)
+            done = sum(len(t) for t in targets)
+            rate = done / (time.perf_counter() - start)
+            self.run._report_progress({
+                "phase": f"extracting {label} features", "done": done, "total": len(samples),
+                "images_per_s": round(rate, 2), "seconds_left": round((len(samples) - done) / rate, 1)})
+        return torch.cat(feats), torch.cat(targets)
+
+    def _fit_linear_probe(self) -> None:
+        self.run._set_phase("extracting features (the backbone runs once per image)")
+        start = time.perf_counter()
+        train_x, train_y = self._features(self.p.dataset.train, "training")
+        self.val_features, self.val_targets = self._features(self.p.dataset.val, "validation")
+        self.feature_seconds = round(time.perf_counter() - start, 2)
+        head = self.model.get_classifier()
+        optimizer = torch.optim.AdamW(head.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        loader = DataLoader(TensorDataset(train_x, train_y), batch_size=self.config.batch_size, shuffle=True,
+                            generator=self.generator)
+        self._run_epochs(head, optimizer, loader, phase="training the head on cached features", inputs_ready=True)
+
+    # -- everything else: the backbone runs every batch -------------------------------------------------------------
+    def _fit_backbone(self) -> None:
+        optimizer = timm.optim.create_optimizer_v2(self.model, opt="adamw", lr=self.config.lr,
+                                                   weight_decay=self.config.weight_decay)
+        augment = AUGMENTATIONS[self.config.augment].train_transform(self.config.image_size)
+        loader = self._loader(self.p.dataset.train, augment, shuffle=True)
+        self._run_epochs(self.model, optimizer, loader, phase="training", inputs_ready=False)
+
+    def _run_epochs(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                    phase: str, inputs_ready: bool) -> None:
+        steps = len(loader)
+        total_steps = steps * self.config.epochs
+        warmup = int(self.config.warmup_epochs * steps)
+        self.run._set_phase(phase)
+        started = time.perf_counter()
+        for epoch in range(1, self.config.epochs + 1):
+            self.run._emit("epoch_start", epoch=epoch, epochs=self.config.epochs)
+            if inputs_ready:
+                module.train()
+            else:
+                set_train_mode(self.model)
+            loss_sum, correct, seen, epoch_start = 0.0, 0, 0, time.perf_counter()
+            for index, (inputs, targets) in enumerate(loader):
+                self.run._check_stop()
+                lr = lr_at(self.step, total_steps, warmup, self.config.lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+                inputs = inputs.to(self.device) if inputs_ready else self.normalize(inputs)
+                targets = targets.to(self.device, non_blocking=True)
+                with torch.autocast(**self.autocast):
+                    logits = module(inputs)
+                    loss = F.cross_entropy(logits.float(), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                self.step += 1
+                # .item() is a CPU-GPU sync point; once per batch is cheap next to a backbone's forward/backward.
+                loss_value = loss.item()
+                loss_sum += loss_value * len(targets)
+                correct += (logits.argmax(1) == targets).sum().item()
+                seen += len(targets)
+                elapsed = time.perf_counter() - started
+                rate = seen / (time.perf_counter() - epoch_start)
+                seconds_left = elapsed / self.step * (total_steps - self.step)
+                if not inputs_ready or index == steps - 1:
+                    self._report_batch(epoch, index + 1, steps, loss_value, rate, seconds_left, lr, phase)
+            self._end_epoch(epoch, loss_sum, correct, seen, time.perf_counter() - epoch_start, lr)
