@@ -284,7 +284,7 @@ def write_dataset(folder: Path, render: Callable[[str, np.random.Generator], Ima
         class_dir = folder / name
         class_dir.mkdir(parents=True)
         for i in range(IMAGES_PER_CLASS):
-            # One RNG per image: changing the count or the class list leaves every other image unchanged.
+            # One RNG per image: changing IMAGES_PER_CLASS leaves the images that remain unchanged.
             rng = np.random.default_rng([seed, class_index, i])
             image = render(name, rng)
             # Fixed quality and no optimize/progressive/EXIF: identical bytes on every run.

@@ -216,7 +216,7 @@ def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], orig
     ours = _without_counters(model.state_dict())
     theirs = _without_counters(state)
     if len(set(ours) & set(theirs)) < len(ours) // 2 and len(ours) == len(theirs):
-        theirs = dict(zip(ours, theirs.values()))
+        theirs = dict(zip(ours, theirs.values(), strict=False))
     mismatched = [f"{k}: file {tuple(theirs[k].shape)} vs model {tuple(v.shape)}"
                   for k, v in ours.items() if k in theirs and theirs[k].shape != v.shape]
     missing = [k for k in ours if k not in theirs]
@@ -264,7 +264,8 @@ def create_backbone(name: str, num_classes: int, weights: str = "auto",
         return _from_file(name, weights, num_classes, f"'{weights}'"), WeightsSource("file", str(weights))
     cached = cached_hub_file(name)
     if cached:
-        return _from_file(name, cached, num_classes, "the Hugging Face cache"), WeightsSource("hub-cache", _hub_id(name))
+        model = _from_file(name, cached, num_classes, "the Hugging Face cache")
+        return model, WeightsSource("hub-cache", _hub_id(name))
     if allow_download and _hub_id(name) and hub_reachable():
         model = timm.create_model(name, pretrained=True, num_classes=num_classes)
         return model, WeightsSource("hub", _hub_id(name))

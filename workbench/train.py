@@ -83,7 +83,7 @@ def per_class_report(matrix: list[list[int]], class_names: list[str]) -> dict[st
     precision = np.divide(tp, m.sum(0), out=np.zeros_like(tp), where=m.sum(0) > 0)
     recall = np.divide(tp, m.sum(1), out=np.zeros_like(tp), where=m.sum(1) > 0)
     return {name: {"precision": float(p), "recall": float(r), "support": int(s)}
-            for name, p, r, s in zip(class_names, precision, recall, m.sum(1))}
+            for name, p, r, s in zip(class_names, precision, recall, m.sum(1), strict=False)}
 
 
 def seed_everything(seed: int) -> None:
@@ -438,7 +438,7 @@ class _Trainer:
         self.model.eval()
         loader = self._loader(samples, eval_transform(self.config.image_size), False)
         feats, targets, start = [], [], time.perf_counter()
-        for index, (images, labels) in enumerate(loader):
+        for _index, (images, labels) in enumerate(loader):
             self.run._check_stop()
             with torch.autocast(**self.autocast):
                 x = self.model.forward_features(self.normalize(images))
