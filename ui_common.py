@@ -1,0 +1,27 @@
+"""What every page shares: the one run registry of this server, and the names of the few session values.
+
+`st.session_state` holds only ids and choices; runs live in the registry (shared by every browser session) and on
+disk, so a refresh, a page switch or a second tab re-attaches to the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from workbench.registry import RunRegistry
+
+REPO = Path(__file__).resolve().parent
+SAMPLE_DATASETS = {p.name: p for p in sorted((REPO / "sample_data").iterdir()) if p.is_dir()}
+
+# session_state keys
+DATASET = "dataset"  # str: path of the chosen dataset folder or zip
+CHOICES = "choices"  # dict: RunConfig fields chosen on the Model page (everything but `data`)
+RUN_ID = "run_id"  # str: the run the Train page shows (mirrored in the URL as ?run=...)
+
+
+@st.cache_resource
+def get_registry() -> RunRegistry:
+    """One registry per server process, shared by every session and thread-safe."""
+    return RunRegistry()
