@@ -32,8 +32,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         required = field.default is dataclasses.MISSING
         default = None if required else field.default
-        parser.add_argument(flag, type=_field_type(field), default=default, required=required,
-                            help=field.metadata.get("help", ""))
+        kind = _field_type(field)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=field.metadata.get("help", ""))
+            continue
+        parser.add_argument(flag, type=kind, default=default, required=required, help=field.metadata.get("help", ""))
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

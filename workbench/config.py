@@ -14,6 +14,7 @@ from .strategies import get_strategy
 # Fine-tuning on a laptop CPU at 224 px is slow; 160 px keeps most of the accuracy at half the cost.
 CPU_TRAIN_IMAGE_SIZE = 160
 RUNS_DIR_ENV = "WORKBENCH_RUNS_DIR"
+SCHEDULES = ("cosine", "onecycle", "constant")
 
 
 def _help(text: str, **kwargs) -> dict:
@@ -39,6 +40,15 @@ class RunConfig:
     device: str = field(default="auto", **_help("'auto', 'cpu' or 'cuda'."))
     weight_decay: float = field(default=0.01, **_help("AdamW weight decay (not applied to biases and norms)."))
     warmup_epochs: float = field(default=0.5, **_help("Linear LR warmup before the cosine decay, in epochs."))
+    schedule: str = field(default="cosine", **_help(f"Learning-rate schedule: {', '.join(SCHEDULES)}."))
+    patience: int = field(default=0, **_help("Early stopping: epochs without a better val loss (0: off). "
+                                             "The best epoch's weights are kept."))
+    epochs_per_phase: int = field(default=1, **_help("Gradual unfreezing: epochs before the next group unfreezes."))
+    layer_decay: float = field(default=0.7, **_help("Discriminative LR: each group below the head gets this "
+                                                    "factor times the LR of the group above it."))
+    l2sp_alpha: float = field(default=0.1, **_help("L2-SP: pull of the backbone towards its pretrained weights."))
+    l2sp_beta: float = field(default=0.01, **_help("L2-SP: plain L2 penalty on the new head."))
+    bitfit_norms: bool = field(default=True, **_help("BitFit: also train the normalisation layers' scales."))
     runs_dir: str | None = field(default=None, **_help(f"Where runs are written (default: ${RUNS_DIR_ENV} or ./runs)."))
 
     def __post_init__(self) -> None:
@@ -55,6 +65,14 @@ class RunConfig:
             raise ValueError(f"--lr must be positive, got {self.lr}.")
         if self.freeze_depth is not None and self.freeze_depth < 0:
             raise ValueError(f"--freeze-depth must be 0 or more, got {self.freeze_depth}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown --schedule '{self.schedule}'. Choose one of: {', '.join(SCHEDULES)}.")
+        if self.patience < 0 or self.epochs_per_phase < 1:
+            raise ValueError("--patience must be 0 or more and --epochs-per-phase at least 1.")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"--layer-decay must be in (0, 1], got {self.layer_decay}.")
+        if self.l2sp_alpha < 0 or self.l2sp_beta < 0:
+            raise ValueError("--l2sp-alpha and --l2sp-beta must be 0 or more.")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got '{self.device}'.")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -75,6 +93,8 @@ class RunConfig:
             **asdict(self),
             "epochs": self.epochs or strategy.default_epochs,
             "lr": self.lr or strategy.default_lr,
+            # L2-SP replaces weight decay: decay would pull weights to zero, L2-SP pulls them to where they started
+            "weight_decay": 0.0 if strategy.l2sp else self.weight_decay,
             "image_size": image_size,
             "device": device.type,
             "runs_dir": str(self.runs_path()),

@@ -28,11 +28,20 @@ class Strategy:
     pretrained: bool = True
     uses_freeze_depth: bool = False
     caches_features: bool = False
+    gradual: bool = False  # unfreeze one group per phase, from the head down
+    layer_decay: bool = False  # discriminative learning rates per group (timm's layer_decay)
+    l2sp: bool = False  # penalise distance from the pretrained weights instead of plain weight decay
+    bitfit: bool = False  # only biases (and optionally norm layers) of the backbone train, plus the head
+    options: tuple[str, ...] = ()  # RunConfig fields this strategy exposes in the UI and CLI
 
-    def frozen_groups(self, groups: list[LayerGroup], freeze_depth: int | None) -> int:
-        """How many groups, from the stem up, stay frozen."""
+    def frozen_groups(self, groups: list[LayerGroup], freeze_depth: int | None, epoch: int = 1,
+                      epochs_per_phase: int = 1) -> int:
+        """How many groups, from the stem up, stay frozen (in `epoch`, for gradual unfreezing)."""
         if self.caches_features:
             return len(groups) - 1
+        if self.gradual:
+            floor = 0 if freeze_depth is None else freeze_depth
+            return max(floor, len(groups) - 1 - (epoch - 1) // epochs_per_phase)
         if self.uses_freeze_depth:
             return default_freeze_depth(groups) if freeze_depth is None else freeze_depth
         return 0
@@ -42,6 +51,7 @@ class Strategy:
             "name": self.name, "title": self.title, "explanation": self.explanation, "trains": self.trains,
             "default_epochs": self.default_epochs, "default_lr": self.default_lr, "pretrained": self.pretrained,
             "uses_freeze_depth": self.uses_freeze_depth, "caches_features": self.caches_features,
+            "options": list(self.options),
         }
 
 
@@ -109,6 +119,61 @@ register(Strategy(
 ))
 
 
+register(Strategy(
+    name="gradual",
+    title="Gradual unfreezing (ULMFiT)",
+    explanation=(
+        "Training starts with only the new head, while the rest of the network stays frozen. Then, phase by phase, "
+        "one more layer group is unfrozen from the top down, so the layers closest to the task adapt first and "
+        "the general-purpose early layers are touched last and least. The new head is no longer random by the time "
+        "deeper layers start learning, so its first clumsy gradients cannot scramble the pretrained features. "
+        "This is how fastai's fine_tune and ULMFiT work. It needs enough epochs for the phases to reach the lower "
+        "groups; with very few epochs it behaves like a linear probe."
+    ),
+    trains="the head first, then one more group per phase, top down",
+    default_epochs=6, default_lr=1e-3, gradual=True, options=("epochs_per_phase", "freeze_depth"),
+))
+register(Strategy(
+    name="discriminative",
+    title="Discriminative learning rates (layer-wise LR decay)",
+    explanation=(
+        "Every layer trains, but not at the same speed: the head gets the full learning rate, the group below it "
+        "the learning rate times a decay factor, the one below that times the factor again, and so on down to the "
+        "stem. Early layers, which hold general knowledge, move only a little; late layers, which must specialise, "
+        "move a lot. It usually beats plain full fine-tuning when data is scarce. A decay close to 1 behaves like "
+        "full fine-tuning; a small decay behaves like freezing the early layers."
+    ),
+    trains="every layer, lower layers with smaller learning rates",
+    default_epochs=5, default_lr=1e-3, layer_decay=True, options=("layer_decay",),
+))
+register(Strategy(
+    name="l2sp",
+    title="L2-SP (stay close to what you knew)",
+    explanation=(
+        "Every layer trains, but the loss gets an extra term that grows with the distance between the current "
+        "weights and the pretrained ones (alpha), plus a small ordinary penalty on the new head (beta). Plain weight "
+        "decay pulls weights towards zero, which erases what the backbone learned; L2-SP pulls them towards their "
+        "starting point instead, so the model keeps its pretrained knowledge unless the data really asks for a "
+        "change. Larger alpha keeps it closer (Li, Grandvalet and Davoine, 2018)."
+    ),
+    trains="every layer, held close to the pretrained weights",
+    default_epochs=5, default_lr=5e-4, l2sp=True, options=("l2sp_alpha", "l2sp_beta"),
+))
+register(Strategy(
+    name="bitfit",
+    title="BitFit / norm-only tuning",
+    explanation=(
+        "Only the bias terms of the backbone (and, if chosen, the scale and shift of its normalisation layers) "
+        "train, plus the new head: usually well under 1% of the weights. The filters themselves stay as they were; "
+        "the network only learns to shift and rescale what they detect. It is cheap to store (one small file per "
+        "task on top of a shared backbone) and hard to overfit, and often lands between a linear probe and full "
+        "fine-tuning in accuracy."
+    ),
+    trains="biases and normalisation layers of the backbone, and the head",
+    default_epochs=5, default_lr=3e-3, bitfit=True, options=("bitfit_norms",),
+))
+
+
 def get_strategy(name: str) -> Strategy:
     if name not in STRATEGIES:
         raise StrategyError(f"Unknown strategy '{name}'. Choose one of: {', '.join(STRATEGIES)}.")
@@ -134,6 +199,24 @@ def apply_freezing(model: torch.nn.Module, groups: list[LayerGroup], frozen: int
     frozen_names = {n for g in groups[:frozen] for n in g.param_names}
     for name, param in model.named_parameters():
         param.requires_grad_(name not in frozen_names)
+
+
+NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def bitfit_parameter_names(model: torch.nn.Module, head: set[str], norms: bool) -> set[str]:
+    """Biases everywhere, the normalisation layers' parameters when `norms`, and the head."""
+    names = {n for n, _ in model.named_parameters() if n.endswith("bias")} | head
+    if norms:
+        for module_name, module in model.named_modules():
+            if isinstance(module, NORM_LAYERS):
+                names |= {f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
+    return names
+
+
+def apply_trainable(model: torch.nn.Module, trainable: set[str]) -> None:
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
 
 
 def set_train_mode(model: torch.nn.Module) -> None:
