@@ -19,12 +19,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from . import runs
-from .backbones import WeightsSource, create_backbone, data_config, layer_groups
+from .backbones import LayerGroup, WeightsSource, create_backbone, data_config, head_parameter_names, layer_groups
 from .config import RunConfig
 from .data import AUGMENTATIONS, CachedImages, ImageCache, ImageDataset, eval_transform, open_dataset
 from .strategies import (
     Strategy,
     apply_freezing,
+    apply_trainable,
+    bitfit_parameter_names,
     check_freeze_depth,
     get_strategy,
     set_train_mode,
@@ -56,14 +58,27 @@ class Prepared:
     weights: WeightsSource
     frozen_groups: int
     data_cfg: dict
+    groups: list[LayerGroup]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Small pure helpers
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warmup to `peak`, then cosine decay to 1% of it."""
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, schedule: str = "cosine") -> float:
+    """The learning rate at `step`.
+
+    cosine: linear warmup to `peak`, then cosine decay to 1% of it. onecycle (Smith): the first 30% of steps rise
+    from peak/25 to peak, the rest anneal to peak/10^4. constant: `peak` throughout.
+    """
+    if schedule == "constant":
+        return peak
+    if schedule == "onecycle":
+        rise = max(1, int(0.3 * total_steps))
+        if step < rise:
+            return peak / 25 + (peak - peak / 25) * 0.5 * (1 - math.cos(math.pi * step / rise))
+        progress = min(1.0, (step - rise) / max(1, total_steps - rise))
+        return peak / 1e4 + (peak - peak / 1e4) * 0.5 * (1 + math.cos(math.pi * progress))
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -106,6 +121,26 @@ def failure_hint(error: BaseException) -> str:
     if "nan" in text or "inf" in text:
         return "Training diverged: lower the learning rate."
     return "See the error above; if it mentions a file, fix or remove that file and start again."
+
+
+def build_optimizer(model: torch.nn.Module, config: RunConfig, strategy: Strategy) -> torch.optim.Optimizer:
+    """AdamW over the parameters that require grad (so freezing needs no special case), no decay on biases and
+    norms; for discriminative LRs, timm's layer_decay sets each group's `lr_scale`, which our schedule applies."""
+    return timm.optim.create_optimizer_v2(model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay,
+                                          layer_decay=config.layer_decay if strategy.layer_decay else None)
+
+
+def layer_learning_rates(model: torch.nn.Module, lr: float, layer_decay: float) -> list[dict]:
+    """Peak learning rate per timm layer (stem first) under discriminative LRs: what the UI shows."""
+    groups = timm.optim.param_groups_layer_decay(model, weight_decay=0.0, layer_decay=layer_decay)
+    names = {id(p): n for n, p in model.named_parameters()}
+    table: dict[float, dict] = {}
+    for group in groups:
+        scale = group["lr_scale"]
+        row = table.setdefault(scale, {"lr": lr * scale, "lr_scale": scale, "params": 0, "first": None})
+        row["params"] += sum(p.numel() for p in group["params"])
+        row["first"] = row["first"] or names[id(group["params"][0])]
+    return sorted(table.values(), key=lambda r: r["lr_scale"])
 
 
 class Normalizer:
@@ -166,6 +201,11 @@ class Run:
     def done(self) -> bool:
         return self._done.is_set()
 
+    @property
+    def stopping(self) -> bool:
+        """Stop was asked for and the run has not ended yet."""
+        return self._stop.is_set() and not self.done
+
     def wait(self, timeout: float | None = None) -> bool:
         finished = self._done.wait(timeout)
         if finished and self._thread is not None and self._thread is not threading.current_thread():
@@ -200,6 +240,13 @@ class Run:
     def stop(self) -> None:
         """Ask the run to stop after the current batch."""
         self._stop.set()
+
+    def cancel(self) -> None:
+        """Mark a run that never started as stopped; nothing is written. The caller makes sure it will not start."""
+        if self.status != "queued":
+            raise RuntimeError(f"Run {self.id} has already started ({self.status}): use stop().")
+        self._stop.set()
+        self._finish_without_record("stopped", "Stopped before it started.")
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -239,10 +286,13 @@ class Run:
         weights = "none" if not strategy.pretrained else config.weights
         model, source = create_backbone(config.backbone, len(dataset.class_names), weights)
         groups = layer_groups(model)
-        frozen = strategy.frozen_groups(groups, config.freeze_depth)
-        if strategy.uses_freeze_depth:
-            check_freeze_depth(frozen, groups, config.backbone)
-        apply_freezing(model, groups, frozen)
+        frozen = strategy.frozen_groups(groups, config.freeze_depth, 1, config.epochs_per_phase)
+        if strategy.uses_freeze_depth or (strategy.gradual and config.freeze_depth is not None):
+            check_freeze_depth(config.freeze_depth if strategy.gradual else frozen, groups, config.backbone)
+        if strategy.bitfit:
+            apply_trainable(model, bitfit_parameter_names(model, head_parameter_names(model), config.bitfit_norms))
+        else:
+            apply_freezing(model, groups, frozen)
         cfg = data_config(model)
         resolved = config.resolved(native_image_size=cfg["input_size"][-1])
         trainable, total = trainable_parameter_count(model)
@@ -260,7 +310,7 @@ class Run:
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
             "resolved": resolved.to_dict(),
         }
-        return Prepared(resolved, dataset, model, strategy, source, frozen, cfg)
+        return Prepared(resolved, dataset, model, strategy, source, frozen, cfg, groups)
 
     # -- training -----------------------------------------------------------------------------------------------
     def _train(self, p: Prepared) -> None:
@@ -310,6 +360,7 @@ class Run:
             "val_accuracy": final.get("val_acc"),
             "val_loss": final.get("val_loss"),
             "epochs_completed": len(self.metrics),
+            "best_epoch": final.get("epoch"),
             "class_names": p.dataset.class_names,
             "confusion_matrix": matrix,
             "per_class": per_class_report(matrix, p.dataset.class_names) if matrix else None,
@@ -349,6 +400,9 @@ class _Trainer:
         # bf16 autocast on GPUs that have it: roughly doubles throughput; the CPU path stays fp32.
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         self.step = 0
+        self.frozen_now = p.frozen_groups
+        self.best: tuple[float, dict, dict] | None = None  # (val loss, metrics, weights) for early stopping
+        self.restored_best = False
 
     # -- data ---------------------------------------------------------------------------------------------------
     def _decode_all(self) -> None:
@@ -402,7 +456,10 @@ class _Trainer:
         }
 
     def final_evaluation(self) -> dict:
-        """Metrics of the weights being saved: the last epoch's, or fresh ones when stopped mid-epoch."""
+        """Metrics of the weights being saved: the best epoch's (early stopping), the last epoch's, or fresh ones
+        when stopped mid-epoch."""
+        if self.restored_best:
+            return self.best[1]
         if self.run.metrics and self.run.metrics[-1]["step"] == self.step:
             return self.run.metrics[-1]
         return self._evaluate() if self.step > 0 or self.val_features is not None else {}
@@ -417,10 +474,32 @@ class _Trainer:
             "seconds": round(seconds, 3),
             "images_per_s": round(seen / seconds, 2) if seconds > 0 else None,
             "step": self.step,
+            "frozen_groups": self.frozen_now,
+            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
         }
         self.run.metrics.append(metrics)
         runs.append_jsonl(self.run.dir / runs.METRICS_FILE, metrics)
         self.run._emit("epoch_end", metrics=metrics)
+
+    def _early_stop(self, module: torch.nn.Module) -> bool:
+        """Remember the best epoch by validation loss; True once `patience` epochs brought no improvement."""
+        if self.config.patience <= 0:
+            return False
+        metrics = self.run.metrics[-1]
+        if self.best is None or metrics["val_loss"] < self.best[0]:
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            self.best = (metrics["val_loss"], metrics, weights)
+            return False
+        if metrics["epoch"] - self.best[1]["epoch"] >= self.config.patience:
+            self.run._emit("status", phase=f"early stopping: no better validation loss since epoch "
+                                           f"{self.best[1]['epoch']}")
+            return True
+        return False
+
+    def _restore_best(self, module: torch.nn.Module) -> None:
+        if self.best is not None and self.best[1]["epoch"] != self.run.metrics[-1]["epoch"]:
+            module.load_state_dict(self.best[2])
+            self.restored_best = True
 
     def _report_batch(self, epoch: int, index: int, steps: int, loss: float, images_per_s: float,
                       seconds_left: float, lr: float, phase: str) -> None:
@@ -465,11 +544,37 @@ class _Trainer:
 
     # -- everything else: the backbone runs every batch -------------------------------------------------------------
     def _fit_backbone(self) -> None:
-        optimizer = timm.optim.create_optimizer_v2(self.model, opt="adamw", lr=self.config.lr,
-                                                   weight_decay=self.config.weight_decay)
+        strategy = self.p.strategy
+        if strategy.gradual:
+            # The optimizer must hold every group that will ever unfreeze; frozen ones get no gradient, so AdamW
+            # leaves them (and their weight decay) alone until their phase comes.
+            apply_freezing(self.model, self.p.groups, self.config.freeze_depth or 0)
+        if strategy.l2sp:
+            head = head_parameter_names(self.model)
+            self.l2sp_start = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                               if p.requires_grad and n not in head}
+            self.l2sp_head = [p for n, p in self.model.named_parameters() if n in head]
+        optimizer = build_optimizer(self.model, self.config, strategy)
         augment = AUGMENTATIONS[self.config.augment].train_transform(self.config.image_size)
         loader = self._loader(self.p.dataset.train, augment, shuffle=True)
         self._run_epochs(self.model, optimizer, loader, phase="training", inputs_ready=False)
+
+    def _begin_epoch(self, epoch: int) -> None:
+        """Gradual unfreezing: the groups trainable in this epoch."""
+        if self.p.strategy.gradual:
+            frozen = self.p.strategy.frozen_groups(self.p.groups, self.config.freeze_depth, epoch,
+                                                   self.config.epochs_per_phase)
+            apply_freezing(self.model, self.p.groups, frozen)
+            self.frozen_now = frozen
+
+    def _penalty(self) -> torch.Tensor | None:
+        """L2-SP: alpha/2 * ||w - w0||^2 over the backbone + beta/2 * ||w_head||^2."""
+        if not self.p.strategy.l2sp:
+            return None
+        params = dict(self.model.named_parameters())
+        drift = sum(((params[n] - w0) ** 2).sum() for n, w0 in self.l2sp_start.items())
+        head = sum((p**2).sum() for p in self.l2sp_head)
+        return self.config.l2sp_alpha / 2 * drift + self.config.l2sp_beta / 2 * head
 
     def _run_epochs(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
                     phase: str, inputs_ready: bool) -> None:
@@ -480,6 +585,7 @@ class _Trainer:
         started = time.perf_counter()
         for epoch in range(1, self.config.epochs + 1):
             self.run._emit("epoch_start", epoch=epoch, epochs=self.config.epochs)
+            self._begin_epoch(epoch)
             if inputs_ready:
                 module.train()
             else:
@@ -487,7 +593,7 @@ class _Trainer:
             loss_sum, correct, seen, epoch_start = 0.0, 0, 0, time.perf_counter()
             for index, (inputs, targets) in enumerate(loader):
                 self.run._check_stop()
-                lr = lr_at(self.step, total_steps, warmup, self.config.lr)
+                lr = lr_at(self.step, total_steps, warmup, self.config.lr, self.config.schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 inputs = inputs.to(self.device) if inputs_ready else self.normalize(inputs)
@@ -495,6 +601,9 @@ class _Trainer:
                 with torch.autocast(**self.autocast):
                     logits = module(inputs)
                     loss = F.cross_entropy(logits.float(), targets)
+                penalty = None if inputs_ready else self._penalty()
+                if penalty is not None:
+                    loss = loss + penalty
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -510,3 +619,6 @@ class _Trainer:
                 if not inputs_ready or index == steps - 1:
                     self._report_batch(epoch, index + 1, steps, loss_value, rate, seconds_left, lr, phase)
             self._end_epoch(epoch, loss_sum, correct, seen, time.perf_counter() - epoch_start, lr)
+            if self._early_stop(module):
+                break
+        self._restore_best(module)
