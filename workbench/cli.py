@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import textwrap
+import time
 import types
 import typing
+from pathlib import Path
 
+import pandas as pd
+import torch
 from tqdm import tqdm
 
 from .backbones import BackboneError, list_backbones
+from .charts import runs_table
 from .config import RunConfig
+from .registry import RunRegistry
+from .runs import load_run
 from .strategies import STRATEGIES
-from .train import Event, Run
+from .train import Event, Run, find_lr
 
 
 def _field_type(field: dataclasses.Field) -> type:
@@ -47,15 +55,19 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 class ProgressPrinter:
     """Prints a run's events: a progress bar per epoch, then the epoch's validation accuracy."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
         self.bar: tqdm | None = None
         self.epochs = 0
+        self.prefix = prefix
+
+    def _write(self, text: str) -> None:
+        tqdm.write(self.prefix + text)
 
     def __call__(self, event: Event) -> None:
         data = event.data
         if event.kind == "status":
             self._close_bar()
-            tqdm.write(f"· {data['phase']}")
+            self._write(f"· {data['phase']}")
         elif event.kind == "health":
             self._health(data["report"])
         elif event.kind == "started":
@@ -71,15 +83,15 @@ class ProgressPrinter:
             self._close_bar()
             m = data["metrics"]
             if self.epochs <= 10 or m["epoch"] % (self.epochs // 10) == 0 or m["epoch"] == self.epochs:
-                tqdm.write(f"  epoch {m['epoch']}: train loss {m['train_loss']:.3f}  val loss {m['val_loss']:.3f}  "
+                self._write(f"  epoch {m['epoch']}: train loss {m['train_loss']:.3f}  val loss {m['val_loss']:.3f}  "
                            f"val accuracy {m['val_acc']:.1%}  ({m['images_per_s'] or 0:.1f} img/s)")
         elif event.kind in ("finished", "stopped", "failed"):
             self._close_bar()
 
     def _show(self, desc: str, done: int, total: int, unit: str, rate: float | None, loss: float | None) -> None:
-        if self.bar is None or self.bar.desc != desc:
+        if self.bar is None or self.bar.desc != self.prefix + desc:
             self._close_bar()
-            self.bar = tqdm(desc=desc, total=total, unit=unit, leave=True)
+            self.bar = tqdm(desc=self.prefix + desc, total=total, unit=unit, leave=True)
         self.bar.n = done
         postfix = {"img_s": f"{rate:.1f}"} if rate else {}
         if loss is not None:
@@ -91,21 +103,19 @@ class ProgressPrinter:
             self.bar.close()
             self.bar = None
 
-    @staticmethod
-    def _health(report: dict) -> None:
+    def _health(self, report: dict) -> None:
         counts = ", ".join(f"{c}: {n['train']}+{n['val']}" for c, n in report["counts"].items())
-        tqdm.write(f"  classes (train+val): {counts}")
+        self._write(f"  classes (train+val): {counts}")
         for problem in report.get("problems", []):
-            tqdm.write(f"  ! {problem}")
+            self._write(f"  ! {problem}")
 
-    @staticmethod
-    def _started(info: dict, run_dir: str) -> None:
+    def _started(self, info: dict, run_dir: str) -> None:
         source = info["weights_source"]
         loud = "" if source["pretrained"] else "   <-- NOT PRETRAINED"
-        tqdm.write(f"  pretrained: {source['description']}{loud}")
-        tqdm.write(f"  trainable parameters: {info['trainable_params']:,} of {info['total_params']:,}"
+        self._write(f"  pretrained: {source['description']}{loud}")
+        self._write(f"  trainable parameters: {info['trainable_params']:,} of {info['total_params']:,}"
                    f"  ({info['frozen_groups']} of {len(info['layer_groups'])} layer groups frozen)")
-        tqdm.write(f"  run directory: {run_dir}")
+        self._write(f"  run directory: {run_dir}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -135,6 +145,97 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run.status == "failed":
         print(f"error: {run.error}\nwhat to try: {run.hint}", file=sys.stderr)
         return 1
+    return 0
+
+
+RACE_COLUMNS = ["strategy", "freeze depth", "epochs", "image size", "val accuracy", "trainable params", "time s",
+                "images/s", "weight source", "status"]
+BEST_IS_HIGHEST = {"val accuracy": True, "trainable params": False, "time s": False, "images/s": True}
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A markdown table with the best value of each comparable column in bold."""
+    shown = table.copy().astype(object)
+    for column, highest in BEST_IS_HIGHEST.items():
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.notna().any():
+            best = values.max() if highest else values.min()
+            shown[column] = [f"**{v}**" if v == best else v for v in shown[column]]
+    shown["val accuracy"] = [_percent(v) for v in shown["val accuracy"]]
+    return shown.to_markdown(index=False)
+
+
+def _percent(value) -> str:
+    text = str(value)
+    bold = text.startswith("**")
+    number = text.strip("*")
+    try:
+        formatted = f"{float(number):.1%}"
+    except ValueError:
+        return text
+    return f"**{formatted}**" if bold else formatted
+
+
+def _wait_for(runs_to_wait: list[Run], registry: RunRegistry) -> None:
+    try:
+        for run in runs_to_wait:
+            run.wait()
+    except KeyboardInterrupt:
+        print("\nStopping: the current run after its batch, the queued ones at once…", file=sys.stderr)
+        for run in runs_to_wait:
+            registry.stop(run.id)
+        for run in runs_to_wait:
+            run.wait()
+
+
+def _report_many(runs_done: list[Run], args: argparse.Namespace, title: str) -> int:
+    records = [load_run(run.dir) if run.dir.exists() else None for run in runs_done]
+    for run, record in zip(runs_done, records, strict=True):
+        if record is None:
+            print(f"  {run.config.strategy}: {run.status}: {run.error}", file=sys.stderr)
+    table = runs_table([r for r in records if r is not None])[RACE_COLUMNS]
+    text = f"{title}\n\n{markdown_table(table)}\n"
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+        print(f"table written to {args.markdown}")
+    return 0 if all(run.status == "finished" for run in runs_done) else 1
+
+
+def cmd_race(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    registry = RunRegistry(config.runs_path())
+    runs_started = registry.race(config, [s.strip() for s in args.strategies.split(",") if s.strip()])
+    for run in runs_started:
+        run.subscribe(ProgressPrinter(prefix=f"[{run.config.strategy}] "))
+    _wait_for(runs_started, registry)
+    first = runs_started[0].config
+    title = (f"Strategy race on `{Path(first.data).name}` with `{first.backbone}`, {time.strftime('%Y-%m-%d')}, "
+             f"{os.cpu_count()} CPU cores, torch {torch.__version__}"
+             f"{', CUDA' if torch.cuda.is_available() else ''}")
+    return _report_many(runs_started, args, title)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    registry = RunRegistry(config.runs_path())
+    depths = [int(d) for d in args.depths.split(",")] if args.depths else None
+    runs_started = registry.freeze_sweep(config, depths)
+    for run in runs_started:
+        run.subscribe(ProgressPrinter(prefix=f"[depth {run.config.freeze_depth}] "))
+    _wait_for(runs_started, registry)
+    return _report_many(runs_started, args, f"Freeze-depth sweep with `{config.backbone}`")
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    with tqdm(total=args.steps, desc="lr sweep", unit="step") as bar:
+        result = find_lr(config, args.min_lr, args.max_lr, args.steps, lambda done, _: bar.update(done - bar.n))
+    print(f"{'learning rate':>14}  smoothed loss")
+    for lr, loss in zip(result.lrs, result.losses, strict=True):
+        marker = "  <-- suggested" if lr == result.suggestion else ""
+        print(f"{lr:14.2e}  {loss:.4f}{marker}")
+    print(f"suggested learning rate: {result.suggestion:.2e}  (use it with --lr)")
     return 0
 
 
@@ -170,6 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a backbone on an image folder with a transfer strategy")
     add_config_arguments(train)
     train.set_defaults(func=cmd_train)
+    lr_find = sub.add_parser("lr-find", help="sweep the learning rate and suggest one (before fine-tuning)")
+    add_config_arguments(lr_find)
+    lr_find.add_argument("--min-lr", type=float, default=1e-6)
+    lr_find.add_argument("--max-lr", type=float, default=1.0)
+    lr_find.add_argument("--steps", type=int, default=40, help="optimisation steps in the sweep")
+    lr_find.set_defaults(func=cmd_lr_find)
+    race = sub.add_parser("race", help="the same data and backbone under several strategies, then a table")
+    add_config_arguments(race)
+    race.add_argument("--strategies", default="linear_probe,partial,full,gradual,discriminative,l2sp,scratch",
+                      help="comma-separated strategy names")
+    race.add_argument("--markdown", help="also write the result table to this markdown file")
+    race.set_defaults(func=cmd_race)
+    sweep = sub.add_parser("sweep", help="partial fine-tuning at every freeze depth: accuracy and time vs depth")
+    add_config_arguments(sweep)
+    sweep.add_argument("--depths", help="comma-separated freeze depths (default: every depth)")
+    sweep.add_argument("--markdown", help="also write the result table to this markdown file")
+    sweep.set_defaults(func=cmd_sweep)
     backbones = sub.add_parser("backbones", help="which backbones have pretrained weights here, and from where")
     backbones.add_argument("query", nargs="?", default="", help="filter names (substring or glob)")
     backbones.add_argument("--all", action="store_true", help="also list models that would download weights")

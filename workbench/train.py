@@ -256,7 +256,7 @@ class Run:
         """Train to the end (or until stopped / failed). Never raises: the outcome is in `status` and `summary`."""
         self.status = "preparing"
         try:
-            prepared = self._prepare()
+            prepared = self.prepare()
         except StopRequested:
             self._finish_without_record("stopped", "Stopped before training started.")
             return self
@@ -273,7 +273,8 @@ class Run:
         self._done.set()
 
     # -- preparation: validate everything before writing anything -----------------------------------------------
-    def _prepare(self) -> Prepared:
+    def prepare(self) -> Prepared:
+        """Read the data, build the model and apply the strategy's freezing. Writes nothing; raises on bad input."""
         config = self.config
         strategy = get_strategy(config.strategy)
         seed_everything(config.seed)
@@ -622,3 +623,83 @@ class _Trainer:
             if self._early_stop(module):
                 break
         self._restore_best(module)
+
+    def lr_sweep(self, min_lr: float, max_lr: float, steps: int,
+                 on_step: Callable[[int, int], None] | None) -> LRFinderResult:
+        if self.p.strategy.caches_features:
+            features, targets = self._features(self.p.dataset.train, "training")
+            module = self.model.get_classifier()
+            optimizer = torch.optim.AdamW(module.parameters(), lr=min_lr, weight_decay=self.config.weight_decay)
+            loader = DataLoader(TensorDataset(features, targets), batch_size=self.config.batch_size, shuffle=True,
+                                generator=self.generator)
+        else:
+            module = self.model
+            optimizer = build_optimizer(self.model, self.config, self.p.strategy)
+            augment = AUGMENTATIONS[self.config.augment].train_transform(self.config.image_size)
+            loader = self._loader(self.p.dataset.train, augment, shuffle=True)
+        lrs, losses, smoothed, best = [], [], None, math.inf
+        batches = iter(loader)
+        for step in range(steps):
+            try:
+                inputs, labels = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                inputs, labels = next(batches)
+            lr = min_lr * (max_lr / min_lr) ** (step / max(1, steps - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            if module is self.model:
+                set_train_mode(self.model)
+                inputs = self.normalize(inputs)
+            else:
+                module.train()
+                inputs = inputs.to(self.device)
+            with torch.autocast(**self.autocast):
+                loss = F.cross_entropy(module(inputs).float(), labels.to(self.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # An exponential moving average: single-batch losses are too noisy to read a curve from.
+            smoothed = loss.item() if smoothed is None else 0.7 * smoothed + 0.3 * loss.item()
+            lrs.append(lr)
+            losses.append(smoothed)
+            best = min(best, smoothed)
+            if on_step:
+                on_step(step + 1, steps)
+            if not math.isfinite(smoothed) or smoothed > 4 * best:
+                break
+        return LRFinderResult(lrs, losses, suggest_lr(lrs, losses))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learning-rate finder (Smith 2015; fastai's lr_find)
+
+
+@dataclass
+class LRFinderResult:
+    lrs: list[float]
+    losses: list[float]  # smoothed training loss at each lr
+    suggestion: float  # where the loss falls fastest
+
+    def to_dict(self) -> dict:
+        return {"lrs": self.lrs, "losses": self.losses, "suggestion": self.suggestion}
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> float:
+    """The lr where the smoothed loss falls fastest (steepest negative slope against log lr), before its minimum."""
+    lowest = int(np.argmin(losses))
+    if lowest < 2:
+        return lrs[max(lowest, 0)] / 10
+    slopes = np.gradient(np.asarray(losses[: lowest + 1]), np.log(np.asarray(lrs[: lowest + 1])))
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def find_lr(config: RunConfig, min_lr: float = 1e-6, max_lr: float = 1.0, steps: int = 40,
+            on_step: Callable[[int, int], None] | None = None) -> LRFinderResult:
+    """A short sweep: train with the learning rate growing exponentially from `min_lr` to `max_lr`, record the
+    smoothed loss, stop when it explodes. Uses the strategy's freezing; writes nothing and keeps no weights."""
+    run = Run(config)
+    prepared = run.prepare()
+    trainer = _Trainer(run, prepared, torch.device(prepared.config.device))
+    trainer._decode_all()
+    return trainer.lr_sweep(min_lr, max_lr, steps, on_step)
