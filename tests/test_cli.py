@@ -51,3 +51,15 @@ def test_bad_input_gets_a_clear_message_and_writes_nothing(runs_dir, capsys, arg
     assert code == 2
     assert message in err
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_race_runs_every_strategy_with_the_same_budget_and_prints_a_table(runs_dir, capsys, tmp_path):
+    table = tmp_path / "race.md"
+    code = main(["race", "--data", str(SHAPES), "--backbone", "test_resnet", "--image-size", "64", "--epochs", "1",
+                 "--strategies", "linear_probe,scratch", "--markdown", str(table)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| linear_probe" in out and "| scratch" in out
+    assert table.read_text().count("| finished") == 2
+    configs = [json.loads((d / "config.json").read_text()) for d in runs_dir.iterdir()]
+    assert {c["epochs"] for c in configs} == {1} and {c["image_size"] for c in configs} == {64}

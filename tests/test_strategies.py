@@ -126,3 +126,20 @@ def test_early_stopping_keeps_the_best_epoch(start, runs_dir, monkeypatch):
     assert [m["val_loss"] for m in run.metrics] == [1.0, 0.5, 0.9]  # stopped one epoch after the best
     assert run.summary["best_epoch"] == 2 and run.summary["val_loss"] == 0.5
     assert run.summary["epochs_completed"] == 3
+
+
+def test_lr_finder_sweeps_upward_suggests_a_rate_inside_and_writes_nothing(runs_dir):
+    from workbench.train import find_lr
+
+    result = find_lr(RunConfig(**{**FAST, "backbone": "test_resnet", "strategy": "full"}), steps=12)
+    assert result.lrs == sorted(result.lrs) and result.lrs[0] == pytest.approx(1e-6)
+    assert result.lrs[0] <= result.suggestion <= result.lrs[-1]
+    assert not runs_dir.exists()
+
+
+def test_lr_suggestion_is_where_the_loss_falls_fastest():
+    from workbench.train import suggest_lr
+
+    lrs = [10 ** (-6 + i * 0.5) for i in range(12)]
+    losses = [2.0, 2.0, 1.98, 1.9, 1.5, 0.9, 0.6, 0.5, 0.55, 0.9, 2.0, 5.0]
+    assert suggest_lr(lrs, losses) in lrs[4:6]

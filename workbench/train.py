@@ -688,8 +688,8 @@ class LRFinderResult:
 def suggest_lr(lrs: list[float], losses: list[float]) -> float:
     """The lr where the smoothed loss falls fastest (steepest negative slope against log lr), before its minimum."""
     lowest = int(np.argmin(losses))
-    if lowest < 2:
-        return lrs[max(lowest, 0)] / 10
+    if lowest < 2:  # the loss never fell: the smallest rates are the safe ones
+        return lrs[lowest]
     slopes = np.gradient(np.asarray(losses[: lowest + 1]), np.log(np.asarray(lrs[: lowest + 1])))
     return float(lrs[int(np.argmin(slopes))])
 
