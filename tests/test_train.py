@@ -141,3 +141,24 @@ def test_lr_schedule_warms_up_then_decays():
     lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
     assert lrs[0] < lrs[9] == pytest.approx(1.0)
     assert lrs[-1] < 0.05 and all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
+def test_strong_augmentation_blends_images_and_labels(runs_dir, monkeypatch):
+    import timm.data
+
+    calls = []
+    original = timm.data.Mixup.__call__
+    monkeypatch.setattr(timm.data.Mixup, "__call__", lambda self, x, y: calls.append(len(x)) or original(self, x, y))
+    run = Run(RunConfig(**FAST, backbone="test_resnet", strategy="full", epochs=1, augment="strong")).run()
+    assert run.status == "finished", run.error
+    assert calls and all(n % 2 == 0 for n in calls)
+
+
+def test_augmentation_preview_shows_different_views_of_one_image():
+    from workbench.data import augmentation_preview
+
+    image = next((SHAPES / "star").iterdir())
+    same = augmentation_preview(image, "none", 64, count=3)
+    varied = augmentation_preview(image, "standard", 64, count=3)
+    assert all(v.size == (64, 64) for v in same + varied)
+    assert same[0].tobytes() == same[1].tobytes() and varied[0].tobytes() != varied[1].tobytes()

@@ -637,6 +637,8 @@ class Augmentation:
     """One plain-language paragraph a teacher could read aloud: what it does and why it helps."""
     steps: Callable[[int], list[torch.nn.Module]] = field(repr=False, compare=False)
     """image_size -> the torchvision.transforms.v2 steps, applied to uint8 CHW tensors."""
+    mixes_images: bool = False
+    """Also blend pairs of images in each batch (timm's mixup / cutmix), training on the mixed labels."""
 
     def train_transform(self, image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """uint8 CHW (cache size) -> uint8 CHW image_size x image_size, random each call (except 'none')."""
@@ -677,13 +679,25 @@ AUGMENTATIONS: dict[str, Augmentation] = {
         Augmentation(
             "strong", "Strong",
             "Crops can be tiny parts of the image, images are mirrored, and two random edits (rotation, shearing, "
-            "colour and contrast changes and more) are applied to every image. The model almost never sees the same "
-            "picture twice, which fights memorising very well, but training needs more epochs and can get worse "
-            "if the edits destroy what tells the classes apart.",
+            "colour and contrast changes and more) are applied to every image; then pairs of images in a batch are "
+            "blended (mixup) or a patch of one is pasted into the other (cutmix), and the label becomes the same "
+            "mix, e.g. 70% cat and 30% dog. The model almost never sees the same picture twice, which fights "
+            "memorising very well, but training needs more epochs and can get worse if the edits destroy what "
+            "tells the classes apart.",
             lambda size: [v2.RandomResizedCrop(size, scale=(0.08, 1.0)), v2.RandomHorizontalFlip(), v2.RandAugment()],
+            mixes_images=True,
         ),
     ]
 }
+
+
+def augmentation_preview(path: Path, preset: str, image_size: int, count: int = 8, seed: int = 0) -> list[Image.Image]:
+    """The same training image as the network would see it `count` times under `preset` (mixup / cutmix, which
+    blend two images, are not shown)."""
+    torch.manual_seed(seed)
+    source = ImageCache(round(image_size / 0.875)).get(Path(path))
+    transform = AUGMENTATIONS[preset].train_transform(image_size)
+    return [v2.functional.to_pil_image(transform(source)) for _ in range(count)]
 
 
 class CachedImages(torch.utils.data.Dataset):

@@ -404,6 +404,7 @@ class _Trainer:
         self.frozen_now = p.frozen_groups
         self.best: tuple[float, dict, dict] | None = None  # (val loss, metrics, weights) for early stopping
         self.restored_best = False
+        self.mixup: timm.data.Mixup | None = None
 
     # -- data ---------------------------------------------------------------------------------------------------
     def _decode_all(self) -> None:
@@ -556,8 +557,11 @@ class _Trainer:
                                if p.requires_grad and n not in head}
             self.l2sp_head = [p for n, p in self.model.named_parameters() if n in head]
         optimizer = build_optimizer(self.model, self.config, strategy)
-        augment = AUGMENTATIONS[self.config.augment].train_transform(self.config.image_size)
-        loader = self._loader(self.p.dataset.train, augment, shuffle=True)
+        preset = AUGMENTATIONS[self.config.augment]
+        loader = self._loader(self.p.dataset.train, preset.train_transform(self.config.image_size), shuffle=True)
+        if preset.mixes_images:
+            self.mixup = timm.data.Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, num_classes=self.num_classes,
+                                         label_smoothing=0.0)
         self._run_epochs(self.model, optimizer, loader, phase="training", inputs_ready=False)
 
     def _begin_epoch(self, epoch: int) -> None:
@@ -599,9 +603,13 @@ class _Trainer:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 inputs = inputs.to(self.device) if inputs_ready else self.normalize(inputs)
                 targets = targets.to(self.device, non_blocking=True)
+                soft_targets = None
+                if self.mixup is not None and len(targets) % 2 == 0:  # timm mixes pairs: needs an even batch
+                    inputs, soft_targets = self.mixup(inputs, targets)
                 with torch.autocast(**self.autocast):
                     logits = module(inputs)
-                    loss = F.cross_entropy(logits.float(), targets)
+                    # with mixed images the label is a mix too: cross-entropy against the soft targets
+                    loss = F.cross_entropy(logits.float(), targets if soft_targets is None else soft_targets)
                 penalty = None if inputs_ready else self._penalty()
                 if penalty is not None:
                     loss = loss + penalty
