@@ -1,0 +1,249 @@
+"""Train: start a run on the chosen data and model, and watch it learn. The run lives in the server's run registry,
+so refreshing the browser, switching pages or opening a second tab finds the same run again (its id is in the URL
+as ?run=...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui_common import CHOICES, DATASET, RUN_ID, SAMPLE_DATASETS, get_registry
+from workbench import charts
+from workbench.backbones import hub_reachable, weights_availability
+from workbench.config import RunConfig
+from workbench.registry import RunView, planned_config
+from workbench.strategies import get_strategy
+
+DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}
+SAMPLE = "shapes"
+REFRESH_SECONDS = 1.0
+WEIGHTS_WORDS = {"bundled": "bundled with the workbench", "cached": "found in the local Hugging Face cache",
+                 "download": "will be downloaded from the Hugging Face hub"}
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# What will run
+
+
+def use_sample_data() -> None:
+    st.session_state[DATASET] = str(SAMPLE_DATASETS[SAMPLE])
+
+
+def dataset_ui(quiet: bool) -> str | None:
+    """The chosen dataset, or guidance and a one-click way to the sample data (just a line when a run is shown)."""
+    dataset = st.session_state.get(DATASET)
+    if dataset:
+        return dataset
+    if quiet:
+        st.caption("To start another run, choose images on the **Data** page or use the sample data.")
+    else:
+        st.info("No images chosen yet. Pick your own on the **Data** page, or start right away with the sample "
+                "data: drawings of five shapes (circle, cross, square, star, triangle).")
+    st.button("Use the sample data (shapes)", key="use_sample", type="secondary" if quiet else "primary",
+              on_click=use_sample_data)
+    return None
+
+
+def config_ui(dataset: str) -> RunConfig | None:
+    """The run the choices describe, or None (with the reason shown) if they cannot run."""
+    choices = st.session_state.get(CHOICES) or DEFAULT_CHOICES
+    try:
+        config = RunConfig.from_dict({**choices, "data": dataset})
+        planned_config(config)
+    except ValueError as error:
+        st.error(f"These choices cannot run: {error} Change them on the **Model & strategy** page.")
+        return None
+    return config
+
+
+def weights_ui(config: RunConfig) -> None:
+    """Say where the starting weights come from, loudly when there are none."""
+    strategy = get_strategy(config.strategy)
+    if not strategy.pretrained or config.weights == "none":
+        st.info("Starts from **random weights** on purpose: this is the no-transfer baseline.")
+        return
+    if config.weights != "auto":
+        st.caption(f"Pretrained weights: from the file `{config.weights}`.")
+        return
+    available = weights_availability(config.backbone)
+    if available == "none" or (available == "download" and not hub_reachable()):
+        st.warning(f"**No pretrained weights for {config.backbone} on this machine.** It will start from random "
+                   "weights, so this run shows no transfer learning. Pick a backbone marked *bundled* or *cached* on "
+                   "the **Model & strategy** page.", icon="⚠️")
+    else:
+        st.caption(f"Pretrained weights: {WEIGHTS_WORDS[available]}.")
+
+
+def plan_ui(config: RunConfig) -> None:
+    """A short summary of what the Train button will start."""
+    strategy = get_strategy(config.strategy)
+    plan = planned_config(config)
+    freeze = ""
+    if strategy.uses_freeze_depth:
+        depth = "half the body (default)" if plan.freeze_depth is None else f"the first {plan.freeze_depth} groups"
+        freeze = f" · frozen: {depth}"
+    st.subheader("What will run")
+    with st.container(border=True):
+        st.markdown(f"**Data:** {Path(plan.data).name} · **Backbone:** {plan.backbone} · "
+                    f"**Strategy:** {strategy.title}, trains {strategy.trains}{freeze}")
+        st.markdown(f"**Epochs:** {plan.epochs} · **Image size:** {plan.image_size} px · **Batch:** "
+                    f"{plan.batch_size} · **Learning rate:** {plan.lr:g} · **Device:** {plan.device}")
+        weights_ui(config)
+
+
+def start_run(config: RunConfig) -> None:
+    """Submit the run and attach this page to it (a button callback: it runs before the page is drawn)."""
+    run = get_registry().submit(config)
+    st.session_state[RUN_ID] = run.id
+    st.query_params["run"] = run.id
+
+
+def train_button_ui(config: RunConfig) -> None:
+    """Start the run, or queue it behind the one training now."""
+    busy = bool(get_registry().live())
+    if busy:
+        st.caption("A run is training now: a new one waits in the queue until it is done (one run at a time).")
+    st.button("Queue another run" if busy else "Train", key="train", type="secondary" if busy else "primary",
+              on_click=start_run, args=(config,))
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def attached_run_id() -> str | None:
+    """The run this page shows: from the URL (survives a refresh), this session, or the run training now."""
+    registry = get_registry()
+    run_id = st.query_params.get("run") or st.session_state.get(RUN_ID)
+    if run_id is None:
+        live = registry.current() or next(iter(registry.live()), None)
+        run_id = live.id if live else None
+    if run_id is not None:
+        st.session_state[RUN_ID] = run_id
+        st.query_params["run"] = run_id
+    return run_id
+
+
+def forget_run() -> None:
+    st.session_state.pop(RUN_ID, None)
+    st.query_params.pop("run", None)
+
+
+def status_ui(view: RunView) -> None:
+    fraction, line = view.progress_bar()
+    st.progress(fraction, text=line)
+    if view.status not in ("stopped", "failed", "interrupted"):  # those get a box of their own below
+        st.caption(view.explanation())
+    if view.live:
+        st.button("Stopping after this batch…" if view.stopping else "Stop", key="stop", disabled=view.stopping,
+                  on_click=get_registry().stop, args=(view.id,),
+                  help="Stops between two batches and keeps what the model has learned so far.")
+
+
+def outcome_ui(view: RunView) -> None:
+    if view.status == "failed":
+        st.error(f"**The run failed.** {view.error}")
+        if view.hint:
+            st.info(f"**What to try:** {view.hint}")
+    elif view.status == "stopped":
+        done = len(view.metrics)
+        st.warning(f"**Stopped** after {done} full epoch{'s' if done != 1 else ''}. "
+                   + ("What the model learned so far is saved." if view.summary else "Nothing was trained yet."))
+    elif view.status == "interrupted":
+        st.warning("**Interrupted:** the app was restarted while this run trained. What was recorded is shown.")
+
+
+def facts_ui(view: RunView) -> None:
+    """The data's health problems and the weights the run actually started from."""
+    problems = (view.health or {}).get("problems") or []
+    if problems:
+        with st.expander(f"⚠️ {len(problems)} problem{'s' if len(problems) > 1 else ''} found in the images"):
+            for problem in problems:
+                st.markdown(f"- {problem}")
+    source = view.config.get("weights_source")
+    if source and not source.get("pretrained") and get_strategy(view.config["strategy"]).pretrained:
+        st.warning(f"Started from **random weights** ({source['description']}): no pretrained knowledge.")
+    elif source:
+        st.caption(f"Starting weights: {source['description']}.")
+
+
+def curves_ui(view: RunView) -> None:
+    if not view.metrics and not view.batches:
+        st.caption("The curves appear after the first batch.")
+        return
+    planned = view.config.get("epochs")
+    st.plotly_chart(charts.training_curves(view.metrics, view.batches, planned), key="curves")
+    left, right = st.columns([3, 2])
+    with left:
+        matrix = view.confusion_matrix
+        if matrix:
+            when = "saved model" if view.summary else f"epoch {len(view.metrics)}"
+            title = f"Validation confusion matrix, {when}"
+            st.plotly_chart(charts.confusion_figure(matrix, view.class_names, title), key="confusion")
+        else:
+            st.caption("The confusion matrix appears after the first epoch.")
+    with right:
+        if view.batches:
+            st.plotly_chart(charts.lr_curve(view.batches, planned), key="lr")
+
+
+def result_ui(view: RunView) -> None:
+    """The headline numbers of a run that has ended with a model."""
+    summary = view.summary
+    if not summary or summary.get("val_accuracy") is None:
+        return
+    cols = st.columns(4)
+    cols[0].metric("Validation accuracy", f"{summary['val_accuracy']:.1%}")
+    cols[1].metric("Epochs", summary["epochs_completed"])
+    cols[2].metric("Training time", f"{summary['train_seconds']:.0f} s")
+    cols[3].metric("Trainable weights", f"{summary['trainable_params']:,}")
+
+
+def per_class_ui(view: RunView) -> None:
+    per_class = (view.summary or {}).get("per_class")
+    if not per_class:
+        return
+    st.markdown("**Per class:** precision = of the images predicted as this class, the share that were; "
+                "recall = of this class's images, the share found.")
+    table = charts.per_class_table(per_class)
+    st.dataframe(table.style.format({"precision": "{:.0%}", "recall": "{:.0%}"}), key="per_class")
+    st.caption(f"Saved in `{view.dir}`. Compare it with other runs on the **Compare** page.")
+
+
+def run_panel(run_id: str, live: bool) -> None:
+    """Everything about one run; redrawn every second while the run is live."""
+    view = get_registry().view(run_id)
+    if view is None:
+        st.warning(f"Run `{run_id}` is not here any more.")
+        forget_run()
+        return
+    if live and view.terminal:
+        st.rerun()  # once more, as a whole page, without the timer
+    st.subheader(f"Run: {view.config.get('strategy')} · {view.config.get('backbone')} — {view.status}")
+    status_ui(view)
+    outcome_ui(view)
+    result_ui(view)
+    facts_ui(view)
+    curves_ui(view)
+    per_class_ui(view)
+
+
+def show_run(run_id: str) -> None:
+    view = get_registry().view(run_id)
+    live = view is not None and view.live
+    st.fragment(run_panel, run_every=REFRESH_SECONDS if live else None)(run_id, live)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+
+st.title("3 · Train")
+st.caption("Start the run and watch it learn: the curves and the confusion matrix fill in as it trains.")
+run_id = attached_run_id()
+dataset = dataset_ui(quiet=run_id is not None)
+config = config_ui(dataset) if dataset else None
+if config is not None:
+    plan_ui(config)
+    train_button_ui(config)
+if run_id:
+    show_run(run_id)

@@ -1,0 +1,158 @@
+"""Compare: every run recorded on disk (from this app session and earlier ones) plus the ones queued now, in one
+table; overlay the curves of the runs you pick and put their confusion matrices side by side; race several strategies
+on the same data and backbone in one click."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from ui_common import CHOICES, DATASET, get_registry
+from workbench import charts
+from workbench.config import RunConfig
+from workbench.registry import latest_confusion_matrix, race_budget
+from workbench.runs import RunRecord
+from workbench.strategies import STRATEGIES
+
+DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}
+RACE_STRATEGIES = [name for name in ("linear_probe", "partial", "full", "scratch") if name in STRATEGIES]
+REFRESH_SECONDS = 2.0
+PICKED = "compare_picked"  # session_state: run ids whose curves are overlaid
+SHOWN_BY_DEFAULT = 4
+MATRICES_PER_ROW = 3
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Strategy race
+
+
+def base_config() -> RunConfig | None:
+    dataset = st.session_state.get(DATASET)
+    if not dataset:
+        return None
+    choices = st.session_state.get(CHOICES) or DEFAULT_CHOICES
+    return RunConfig.from_dict({**choices, "data": dataset})
+
+
+def race_ui() -> None:
+    """Queue one run per chosen strategy with the same budget; their curves fill in above as they train."""
+    st.subheader("Strategy race")
+    try:
+        config = base_config()
+        budget = race_budget(config) if config else None
+    except ValueError as error:
+        st.error(f"The current choices cannot run: {error}")
+        return
+    if config is None:
+        st.info("Choose images on the **Data** page (or use the sample data on the **Train** page) to start a race.")
+        return
+    st.caption(f"Every strategy trains **{config.backbone}** on **{Path(config.data).name}** with the "
+               "same seed, epochs and image size, one after another; each keeps its own learning rate.")
+    with st.form("race"):
+        strategies = st.multiselect("Strategies", list(STRATEGIES), default=RACE_STRATEGIES,
+                                    format_func=lambda name: STRATEGIES[name].title)
+        left, right = st.columns(2)
+        epochs = left.number_input("Epochs (each)", min_value=1, max_value=200, value=budget.epochs)
+        image_size = right.number_input("Image size (px)", min_value=32, max_value=1024, value=budget.image_size,
+                                        step=32)
+        started = st.form_submit_button("Start the race", type="primary")
+    if started and strategies:
+        race = dataclasses.replace(config, epochs=int(epochs), image_size=int(image_size))
+        runs = get_registry().race(race, strategies)
+        st.session_state[PICKED] = [run.id for run in runs]  # the table above is drawn after this, live
+    elif started:
+        st.warning("Pick at least one strategy.")
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Runs table, overlays, confusion matrices
+
+
+def filters_ui(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows matching the chosen strategies, backbones and statuses (nothing chosen: all)."""
+    columns = st.columns(3)
+    for column, (name, label) in zip(columns, (("strategy", "Strategy"), ("backbone", "Backbone"),
+                                               ("status", "Status")), strict=True):
+        chosen = column.multiselect(label, sorted(table[name].dropna().unique()), key=f"filter_{name}",
+                                    placeholder="all")
+        if chosen:
+            table = table[table[name].isin(chosen)]
+    return table
+
+
+def default_pick(records: list[RunRecord]) -> list[str]:
+    """The latest few runs that got at least one epoch done."""
+    return [record.id for record in records if record.metrics][:SHOWN_BY_DEFAULT]
+
+
+def pick_ui(records: list[RunRecord], shown: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """Run ids to overlay: chosen among the runs in the table (and the ones already picked)."""
+    if PICKED not in st.session_state:
+        st.session_state[PICKED] = default_pick(records)
+    picked = [run_id for run_id in st.session_state[PICKED] if run_id in labels]
+    st.session_state[PICKED] = picked
+    options = list(dict.fromkeys([*picked, *shown["run id"]]))
+    return st.multiselect("Runs to compare", options, key=PICKED, format_func=labels.get,
+                          help="Their validation curves are drawn on top of each other below.")
+
+
+def overlays_ui(picked: list[RunRecord], labels: dict[str, str]) -> None:
+    with_metrics = {labels[r.id]: r.metrics for r in picked if r.metrics}
+    if not with_metrics:
+        st.caption("The curves appear once a picked run has finished its first epoch.")
+        return
+    left, right = st.columns(2)
+    left.plotly_chart(charts.overlay_curves(with_metrics, "val_acc"), key="overlay_acc")
+    right.plotly_chart(charts.overlay_curves(with_metrics, "val_loss"), key="overlay_loss")
+
+
+def matrices_ui(picked: list[RunRecord], labels: dict[str, str]) -> None:
+    """The latest confusion matrix of each picked run, side by side."""
+    with_matrix = [(r, latest_confusion_matrix(r.summary, r.metrics)) for r in picked]
+    with_matrix = [(r, matrix) for r, matrix in with_matrix if matrix]
+    if not with_matrix:
+        return
+    st.markdown("**Confusion matrices** (validation; rows: true class, columns: predicted)")
+    for start in range(0, len(with_matrix), MATRICES_PER_ROW):
+        row = with_matrix[start:start + MATRICES_PER_ROW]
+        for column, (record, matrix) in zip(st.columns(MATRICES_PER_ROW), row, strict=False):
+            names = record.config.get("class_names") or record.summary["class_names"]
+            title = labels[record.id].replace(" · ", "<br>", 1)  # narrow columns: strategy on its own line
+            figure = charts.confusion_figure(matrix, names, title, colour_scale=False)
+            column.plotly_chart(figure, key=f"cm_{record.id}")
+
+
+def runs_panel(live: bool) -> None:
+    """The table and the comparison; redrawn every few seconds while any run is queued or training."""
+    registry = get_registry()
+    if live and not registry.live():
+        st.rerun()  # everything finished: redraw once as a whole page, without the timer
+    records = registry.records()
+    if not records:
+        st.info("No runs yet. Train one on the **Train** page, or start a strategy race below.")
+        return
+    table = charts.runs_table(records, registry.statuses())
+    shown = filters_ui(table)
+    st.dataframe(charts.highlight_best(shown), hide_index=True, key="runs_table")
+    st.caption(f"{len(shown)} of {len(table)} runs · best value of a column in green · runs are read from "
+               f"`{registry.runs_dir}`.")
+    labels = charts.run_labels(records)
+    picked_ids = pick_ui(records, shown, labels)
+    by_id = {record.id: record for record in records}
+    picked = [by_id[run_id] for run_id in picked_ids]
+    overlays_ui(picked, labels)
+    matrices_ui(picked, labels)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+
+st.title("4 · Compare")
+st.caption("Every run so far, side by side. Pick runs to overlay their curves, or race strategies on your data.")
+runs_area = st.container()
+race_ui()
+with runs_area:
+    any_live = bool(get_registry().live())
+    st.fragment(runs_panel, run_every=REFRESH_SECONDS if any_live else None)(any_live)

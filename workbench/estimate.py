@@ -1,0 +1,107 @@
+"""How long a run would take on this machine: time a couple of real steps of the model, then scale up.
+
+The measurement builds the backbone with random weights (the speed does not depend on them), runs one warm-up
+step and one or two timed steps on random images, and remembers the result for the life of the process, so asking
+again is free. It is a rough guide: decoding the images and evaluating add a little, other work on the machine
+slows everything down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from .strategies import get_strategy
+
+MEASURE_BATCH_SIZE = 8  # keeps a measurement to a few seconds on a laptop CPU; larger batches are rarely faster there
+SLOW_STEP_SECONDS = 1.0  # after a step this slow, one timed step is accurate enough
+HEAD_SECONDS_PER_EPOCH = 0.05  # a linear head on cached features: tiny next to the backbone pass
+
+_measured: dict[tuple, float] = {}
+# One measurement at a time: two at once would share the CPU and both come out too slow.
+_measure_lock = threading.Lock()
+
+
+def _key(backbone: str, image_size: int, batch_size: int, trains_backbone: bool, device: str | torch.device) -> tuple:
+    return backbone, image_size, min(batch_size, MEASURE_BATCH_SIZE), trains_backbone, torch.device(device).type
+
+
+def measured_images_per_second(backbone: str, image_size: int, batch_size: int, trains_backbone: bool,
+                               device: str | torch.device = "cpu") -> float | None:
+    """The remembered result of `measure_images_per_second` for these arguments, or None if not measured yet."""
+    return _measured.get(_key(backbone, image_size, batch_size, trains_backbone, device))
+
+
+def measure_images_per_second(backbone: str, image_size: int, batch_size: int, trains_backbone: bool,
+                              device: str | torch.device = "cpu") -> float:
+    """Images per second `backbone` processes at `image_size` px on `device`: forward and backward when
+    `trains_backbone`, forward only otherwise. Batches above MEASURE_BATCH_SIZE are timed at that size."""
+    key = _key(backbone, image_size, batch_size, trains_backbone, device)
+    with _measure_lock:
+        if key not in _measured:
+            _measured[key] = _time_steps(*key)
+        return _measured[key]
+
+
+def _time_steps(backbone: str, image_size: int, batch_size: int, trains_backbone: bool, device_type: str) -> float:
+    device = torch.device(device_type)
+    model = timm.create_model(backbone, pretrained=False, num_classes=10)
+    model = model.to(device, memory_format=torch.channels_last).train(trains_backbone)
+    images = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    targets = torch.randint(0, 10, (batch_size,), device=device)
+    # Same precision as the training loop: bf16 autocast on GPUs, fp32 on the CPU.
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> float:
+        start = time.perf_counter()
+        with torch.set_grad_enabled(trains_backbone), torch.autocast(**autocast):
+            logits = model(images)
+            if trains_backbone:
+                F.cross_entropy(logits.float(), targets).backward()
+                model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # GPU work is asynchronous: wait for it before reading the clock
+        return time.perf_counter() - start
+
+    step()  # warm-up: first-call allocations and kernel selection
+    timed = [step()]
+    if timed[0] < SLOW_STEP_SECONDS:
+        timed.append(step())
+    return batch_size / (sum(timed) / len(timed))
+
+
+def estimate_run_seconds(strategy: str, num_train: int, num_val: int, epochs: int, images_per_second_train: float,
+                         images_per_second_infer: float) -> float:
+    """Seconds a run takes. A linear probe passes every image through the backbone once and then trains only the
+    head; every other strategy trains on the training images and checks the validation images each epoch."""
+    if get_strategy(strategy).caches_features:
+        return (num_train + num_val) / images_per_second_infer + epochs * HEAD_SECONDS_PER_EPOCH
+    return epochs * (num_train / images_per_second_train + num_val / images_per_second_infer)
+
+
+def estimate_for_machine(backbone: str, strategy: str, image_size: int, batch_size: int, epochs: int, num_train: int,
+                         num_val: int, device: str | torch.device = "cpu", measure: bool = True) -> float | None:
+    """`estimate_run_seconds` with the speeds measured here. With measure=False, only from speeds measured
+    before: None if one is missing (so a page can show a remembered estimate without waiting)."""
+    trains_backbone = not get_strategy(strategy).caches_features
+    speed = measure_images_per_second if measure else measured_images_per_second
+    infer = speed(backbone, image_size, batch_size, False, device)
+    train = speed(backbone, image_size, batch_size, True, device) if trains_backbone else infer
+    if infer is None or train is None:
+        return None
+    return estimate_run_seconds(strategy, num_train, num_val, epochs, train, infer)
+
+
+def describe_seconds(seconds: float) -> str:
+    """A duration as a person would say it: 'under a minute', 'about 4 minutes', 'about 1.5 hours'."""
+    if seconds < 60:
+        return "under a minute"
+    if seconds < 90 * 60:
+        minutes = round(seconds / 60)
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    return f"about {seconds / 3600:.1f} hours"

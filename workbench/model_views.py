@@ -1,0 +1,144 @@
+"""What the Data and Model pages draw: a dataset's class counts and thumbnails, and a model's layer groups with the
+ones a strategy freezes. Plotly figures and plain values, so the pages only place them."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import timm
+import torch
+from PIL import Image
+
+from .backbones import LayerGroup, head_parameter_names, layer_groups
+from .charts import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
+from .data import DataError, HealthReport, ImageDataset, load_rgb
+from .strategies import bitfit_parameter_names
+
+THUMBNAIL_SIZE = 96
+FROZEN_COLOUR, PARTLY_COLOUR, TRAINABLE_COLOUR = "#9fb3c8", "#f9d29d", "#f28e2b"
+STATES = {  # state -> (label in a box, legend entry, colour)
+    "frozen": ("🔒 frozen", "frozen (keeps its pretrained weights)", FROZEN_COLOUR),
+    "partly": ("partly learns", "partly trainable (only biases / norms learn)", PARTLY_COLOUR),
+    "trains": ("learns", "trainable (learns from your images)", TRAINABLE_COLOUR),
+}
+TEXT_COLOUR = "#1b2733"
+
+
+def class_counts_figure(report: HealthReport) -> go.Figure:
+    """Readable images per class, training and validation stacked, so a small or unsplit class stands out."""
+    fig = go.Figure()
+    for split, colour, name in (("train", TRAIN_COLOUR, "training images"), ("val", VAL_COLOUR, "validation images")):
+        counts = [report.counts[c][split] for c in report.class_names]
+        fig.add_bar(x=report.class_names, y=counts, name=name, marker_color=colour, text=counts,
+                    textposition="inside", hovertemplate="%{x}: %{y} " + name + "<extra></extra>")
+    fig.update_xaxes(title_text="class", type="category")
+    fig.update_yaxes(title_text="images")
+    return fig.update_layout(**{**LAYOUT, "legend": {**LAYOUT["legend"], "traceorder": "normal"}}, barmode="stack",
+                             title="Images per class", height=340)
+
+
+def thumbnails(dataset: ImageDataset, per_class: int = 6) -> dict[str, list[Image.Image]]:
+    """class -> up to `per_class` small RGB images (at most THUMBNAIL_SIZE px a side), training images first."""
+    shown: dict[str, list[Image.Image]] = {name: [] for name in dataset.class_names}
+    for sample in dataset.train + dataset.val:
+        images = shown[dataset.class_names[sample.label]]
+        if len(images) >= per_class:
+            continue
+        try:
+            image = load_rgb(sample.path)
+        except DataError:
+            continue  # changed on disk since the scan; the health report already lists unreadable files
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        images.append(image)
+    return shown
+
+
+def _meta_model(backbone: str, num_classes: int) -> torch.nn.Module:
+    """The model's structure only: parameter names and shapes, no memory for weights, no weights file read."""
+    with torch.device("meta"):
+        return timm.create_model(backbone, pretrained=False, num_classes=num_classes)
+
+
+def model_groups(backbone: str, num_classes: int) -> list[LayerGroup]:
+    """The layer groups of `backbone` with a `num_classes` head (built on the meta device, so instantly)."""
+    return layer_groups(_meta_model(backbone, num_classes))
+
+
+def bitfit_trainable_per_group(backbone: str, num_classes: int, norms: bool) -> list[int]:
+    """How many parameters of each layer group BitFit trains: biases (and norm layers when `norms`) and the head."""
+    model = _meta_model(backbone, num_classes)
+    trainable = bitfit_parameter_names(model, head_parameter_names(model), norms)
+    params = dict(model.named_parameters())
+    return [sum(params[n].numel() for n in g.param_names if n in trainable) for g in layer_groups(model)]
+
+
+def group_roles(count: int) -> list[str]:
+    """Plain names for `count` groups in order: stem, stage 1 … stage n, head."""
+    if count == 1:
+        return ["head"]
+    return ["stem", *[f"stage {i}" for i in range(1, count - 1)], "head"]
+
+
+def trainable_counts(groups: list[LayerGroup], frozen: int, per_group: list[int] | None = None) -> list[int]:
+    """Trainable parameters of each group: none in the first `frozen`, `per_group` (default: all) in the rest."""
+    per_group = per_group if per_group is not None else [g.num_params for g in groups]
+    return [0 if g.index < frozen else n for g, n in zip(groups, per_group, strict=True)]
+
+
+def freeze_summary(groups: list[LayerGroup], frozen: int, per_group: list[int] | None = None) -> dict:
+    """trainable_params, total_params, and share (trainable / total, 0..1) when the first `frozen` groups freeze.
+    `per_group`: how many parameters of each group may train at all (BitFit), if not all of them."""
+    total = sum(g.num_params for g in groups)
+    trainable = sum(trainable_counts(groups, frozen, per_group))
+    return {"trainable_params": trainable, "total_params": total, "share": trainable / total if total else 0.0}
+
+
+def short_count(n: int) -> str:
+    """1234567 -> '1.2M', 45600 -> '45.6k', 928 -> '928'."""
+    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= limit:
+            return f"{n / limit:.1f}{suffix}"
+    return str(n)
+
+
+def _state(trainable: int, num_params: int) -> str:
+    return "frozen" if trainable == 0 else "trains" if trainable == num_params else "partly"
+
+
+def share_text(share: float) -> str:
+    """0.0019 -> '<1%' (a plain '0%' would read as 'nothing'), 0.49 -> '49%'."""
+    return "<1%" if 0 < share < 0.005 else f"{share:.0%}"
+
+
+def groups_figure(groups: list[LayerGroup], frozen: int, per_group: list[int] | None = None) -> go.Figure:
+    """The model as a row of boxes, stem → stages → head, one per layer group: the first `frozen` grey with a
+    lock, the rest orange (pale orange where only some of a group's parameters train, see `freeze_summary`).
+    Each box says its role, its parameter count and its share of the model."""
+    fig = go.Figure()
+    total = sum(g.num_params for g in groups) or 1
+    crowded = len(groups) > 12  # e.g. a ViT-L has 26 groups: keep each box's label short enough to read
+    in_legend: set[str] = set()
+    counts = trainable_counts(groups, frozen, per_group)
+    for group, role, trainable in zip(groups, group_roles(len(groups)), counts, strict=True):
+        state = _state(trainable, group.num_params)
+        label, legend, colour = STATES[state]
+        x0, x1 = group.index, group.index + 0.8
+        fig.add_scatter(
+            x=[x0, x1, x1, x0, x0], y=[0, 0, 1, 1, 0], fill="toself", mode="lines", hoveron="fills",
+            fillcolor=colour, line=dict(color="#4a5a6a", width=1), name=legend, legendgroup=state,
+            showlegend=state not in in_legend, hoverinfo="text",
+            text=f"{role}: {group.name}<br>{group.num_params:,} parameters, {trainable:,} trainable",
+        )
+        in_legend.add(state)
+        size = short_count(group.num_params)
+        lines = [f"<b>{role}</b>", size, label.split()[0]] if crowded else \
+            [f"<b>{role}</b>", f"{size} ({share_text(group.num_params / total)})", label]
+        fig.add_annotation(x=(x0 + x1) / 2, y=0.5, showarrow=False, text="<br>".join(lines),
+                           font=dict(size=9 if crowded else 12, color=TEXT_COLOUR))
+        if group.index > 0:
+            fig.add_annotation(x=x0, y=0.5, ax=x0 - 0.2, ay=0.5, xref="x", yref="y", axref="x", ayref="y",
+                               showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.5, arrowcolor="#4a5a6a",
+                               text="")
+    fig.update_xaxes(visible=False, range=[-0.1, len(groups) - 0.1])
+    fig.update_yaxes(visible=False, range=[-0.05, 1.05])
+    return fig.update_layout(**{**LAYOUT, "legend": dict(orientation="h", y=-0.05)}, height=230,
+                             title="Layer groups, stem → stages → head: parameters (share of the model)")

@@ -1,0 +1,311 @@
+"""The run registry: every run this server started, a queue per device so one training at a time uses it, and a
+uniform read-only view of a run, whether it is live in memory or only recorded on disk.
+
+One registry is shared by every browser session (the app keeps it in `st.cache_resource`), so a refresh, a second tab
+or a second user finds the same runs; a second run waits in the queue instead of fighting the first for the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+
+from . import runs
+from .backbones import backbone_info, check_backbone_name, layer_groups
+from .config import RUNS_DIR_ENV, RunConfig
+from .train import TERMINAL, Run
+
+LIVE = ("queued", "preparing", "running")
+KEEP_IN_MEMORY = 100  # finished runs beyond this many are dropped from memory; their records stay on disk
+RACE_BUDGET_STRATEGY = "full"  # a race gives every strategy the epochs and image size this one would get
+
+
+def planned_config(config: RunConfig) -> RunConfig:
+    """The config with every default filled in, as the run will resolve it, without building the model. Raises
+    BackboneError (a ValueError) for a backbone timm does not know."""
+    check_backbone_name(config.backbone)
+    return config.resolved(native_image_size=backbone_info(config.backbone).input_size)
+
+
+def race_budget(config: RunConfig) -> RunConfig:
+    """The epochs and image size every strategy of a race gets: the config's, or what 'full' would get."""
+    return planned_config(dataclasses.replace(config, strategy=RACE_BUDGET_STRATEGY))
+
+
+class RunRegistry:
+    """Thread-safe home of this server's runs. `submit` returns at once; one worker thread per device trains the
+    queued runs one after another (it exits when its queue is empty and is restarted by the next submit)."""
+
+    def __init__(self, runs_dir: str | Path | None = None):
+        self._runs_dir = Path(runs_dir) if runs_dir is not None else None
+        self._lock = threading.Lock()
+        self._runs: dict[str, Run] = {}  # in submission order
+        self._queues: dict[str, deque[Run]] = {}
+        self._workers: dict[str, threading.Thread] = {}
+        self._current: dict[str, Run] = {}
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where this registry's runs are recorded (read when asked, so tests can point it elsewhere)."""
+        return self._runs_dir or Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+
+    # -- starting and stopping ------------------------------------------------------------------------------------
+    def submit(self, config: RunConfig) -> Run:
+        """Queue a run on its device; it starts when the runs queued before it are done."""
+        if config.runs_dir is None:
+            config = dataclasses.replace(config, runs_dir=str(self.runs_dir))
+        run = Run(config)
+        device = config.torch_device().type
+        with self._lock:
+            self._runs[run.id] = run
+            self._queues.setdefault(device, deque()).append(run)
+            if device not in self._workers:
+                worker = threading.Thread(target=self._work, args=(device,), name=f"runs-{device}", daemon=True)
+                self._workers[device] = worker
+                worker.start()
+            self._forget_old_runs()
+        return run
+
+    def race(self, config: RunConfig, strategies: list[str]) -> list[Run]:
+        """Queue one run per strategy on the same data, backbone, seed, epochs and image size. Epochs and image size
+        are the config's, or what the 'full' strategy would get; each strategy keeps its own learning rate unless
+        the config sets one."""
+        budget = race_budget(config)
+        # 'scratch' turns weights 'auto' into 'none'; the pretrained strategies of the race need it back.
+        weights = "auto" if config.weights == "none" else config.weights
+        return [self.submit(dataclasses.replace(config, strategy=name, epochs=budget.epochs,
+                                                image_size=budget.image_size, weights=weights))
+                for name in strategies]
+
+    def freeze_sweep(self, config: RunConfig, depths: list[int] | None = None) -> list[Run]:
+        """Queue `partial` at each freeze depth (default: every depth the backbone has), same budget for all: the
+        runs behind the "how much to freeze" plot of accuracy and time against depth."""
+        if depths is None:
+            check_backbone_name(config.backbone)
+            with torch.device("meta"):
+                model = timm.create_model(config.backbone, num_classes=2)
+            depths = list(range(len(layer_groups(model))))
+        return [self.submit(dataclasses.replace(config, strategy="partial", freeze_depth=depth)) for depth in depths]
+
+    def stop(self, run_id: str) -> None:
+        """Stop a run: a running one after its current batch (keeping what it learned), a queued one at once."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.done:
+                return
+            queue = self._queues.get(run.config.torch_device().type, deque())
+            if run in queue:
+                queue.remove(run)
+                run.cancel()
+                return
+        run.stop()
+
+    def _work(self, device: str) -> None:
+        while True:
+            with self._lock:
+                queue = self._queues.get(device)
+                if not queue:
+                    del self._workers[device]
+                    self._current.pop(device, None)
+                    return
+                run = queue.popleft()
+                self._current[device] = run
+            try:
+                run.run()  # reports failures in the run's status; anything else is a bug, logged below
+            except Exception:  # noqa: BLE001 - one broken run must not stall the runs queued behind it
+                traceback.print_exc()
+
+    def _forget_old_runs(self) -> None:
+        finished = [run_id for run_id, run in self._runs.items() if run.done]
+        for run_id in finished[:max(0, len(finished) - KEEP_IN_MEMORY)]:
+            del self._runs[run_id]
+
+    # -- reading --------------------------------------------------------------------------------------------------
+    def get(self, run_id: str) -> Run | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
+    def runs(self) -> list[Run]:
+        """Runs in memory, newest first."""
+        with self._lock:
+            return list(reversed(self._runs.values()))
+
+    def live(self) -> list[Run]:
+        """Queued and training runs, newest first."""
+        return [run for run in self.runs() if run.status in LIVE]
+
+    def current(self) -> Run | None:
+        """The run training now (on any device), if any."""
+        with self._lock:
+            return next((run for run in self._current.values() if not run.done), None)
+
+    def latest(self) -> Run | None:
+        """The most recently submitted run."""
+        with self._lock:
+            return next(reversed(self._runs.values()), None)
+
+    def queue_position(self, run_id: str) -> int | None:
+        """How many runs will train before this queued one (the one training now included); None if not queued."""
+        with self._lock:
+            for device, queue in self._queues.items():
+                ids = [run.id for run in queue]
+                if run_id in ids:
+                    busy = device in self._current and not self._current[device].done
+                    return ids.index(run_id) + int(busy)
+        return None
+
+    def view(self, run_id: str) -> RunView | None:
+        """The run from memory if it is there, else from its record on disk; None if it is in neither."""
+        run = self.get(run_id)
+        if run is not None:
+            return RunView.of_run(run, self.queue_position(run_id))
+        run_dir = self.runs_dir / run_id
+        if not (run_dir / runs.CONFIG_FILE).exists():
+            return None
+        return RunView.of_record(runs.load_run(run_dir))
+
+    def records(self) -> list[runs.RunRecord]:
+        """Every run, newest first: those on disk, plus the live ones not written yet (queued or preparing)."""
+        on_disk = runs.list_runs(self.runs_dir)
+        known = {record.id for record in on_disk}
+        fresh = [_record_of(run) for run in self.runs() if run.id not in known and run.status in LIVE]
+        return sorted(fresh + on_disk, key=lambda record: record.id, reverse=True)
+
+    def statuses(self) -> dict[str, str]:
+        """run id -> status, for the runs in memory (the disk cannot tell queued or running from interrupted)."""
+        return {run.id: run.status for run in self.runs()}
+
+
+def latest_confusion_matrix(summary: dict | None, metrics: list[dict]) -> list[list[int]] | None:
+    """The final matrix when there is one, else the latest epoch's."""
+    if summary and summary.get("confusion_matrix"):
+        return summary["confusion_matrix"]
+    return metrics[-1]["confusion_matrix"] if metrics else None
+
+
+def _record_of(run: Run) -> runs.RunRecord:
+    config = {**run.config.to_dict(), **run.info.get("resolved", {}), **run.info, "created": run.created}
+    return runs.RunRecord(id=run.id, dir=run.dir, config=config, metrics=list(run.metrics), summary=run.summary)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# What a page draws for one run
+
+
+PHASE_EXPLANATIONS = {
+    "waiting to start": "Getting ready to start.",
+    "reading the dataset": "Reading the dataset: checking that every image opens and splitting train from validation.",
+    "loading the backbone": "Loading the backbone: building the network and putting in its pretrained weights.",
+    "decoding images": "Decoding images: each picture is read and resized once, then kept in memory.",
+    "extracting features": "Extracting features: the backbone looks at each image once; its answers are cached.",
+    "training the head": "Training the head: only the last layer learns, from the cached features, so it is quick.",
+    "training": "Training: each batch goes through the network, the error flows back, and the unfrozen weights move "
+                "a little.",
+    "saving the model": "Saving the trained model and the run's record.",
+    "finished": "Finished: the model and its record are saved.",
+    "stopped": "Stopped: training ended early; what was learned so far is kept.",
+    "failed": "Failed: see the error below.",
+    "interrupted": "Interrupted: the app stopped while this run was training; what was recorded is shown.",
+}
+
+
+@dataclass
+class RunView:
+    """A read-only snapshot of one run, the same whether it is live in memory or only on disk."""
+
+    id: str
+    status: str  # queued | preparing | running | finished | stopped | failed | interrupted
+    phase: str
+    config: dict  # the resolved config once known, plus the facts learned while preparing
+    metrics: list[dict]
+    batches: list[dict]
+    progress: dict
+    summary: dict | None
+    health: dict | None
+    error: str | None
+    hint: str | None
+    dir: Path
+    queue_position: int | None = None
+    stopping: bool = False  # Stop was pressed; the run ends after the current batch
+
+    @classmethod
+    def of_run(cls, run: Run, queue_position: int | None = None) -> RunView:
+        record = _record_of(run)
+        return cls(id=run.id, status=run.status, phase=run.phase, config=record.config, metrics=record.metrics,
+                   batches=list(run.batches), progress=dict(run.progress), summary=run.summary, health=run.health,
+                   error=run.error, hint=run.hint, dir=run.dir, queue_position=queue_position,
+                   stopping=run.stopping)
+
+    @classmethod
+    def of_record(cls, record: runs.RunRecord) -> RunView:
+        summary = record.summary or {}
+        status = summary.get("status", "interrupted")
+        return cls(id=record.id, status=status, phase=status, config=record.config, metrics=record.metrics,
+                   batches=record.batches(), progress={}, summary=record.summary, health=record.health(),
+                   error=summary.get("error"), hint=summary.get("hint"), dir=record.dir)
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in (*TERMINAL, "interrupted")
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.config.get("class_names") or (self.summary or {}).get("class_names") or []
+
+    @property
+    def confusion_matrix(self) -> list[list[int]] | None:
+        return latest_confusion_matrix(self.summary, self.metrics)
+
+    @property
+    def val_accuracy(self) -> float | None:
+        if self.summary:
+            return self.summary.get("val_accuracy")
+        return self.metrics[-1]["val_acc"] if self.metrics else None
+
+    def explanation(self) -> str:
+        """One plain sentence: what is happening now."""
+        if self.status == "queued":
+            n = self.queue_position or 0
+            ahead = f"{n} run{'s' if n != 1 else ''} before this one; " if n else ""
+            return f"Waiting in the queue: {ahead}the device trains one run at a time."
+        phase = self.status if self.terminal else self.phase
+        for start, sentence in PHASE_EXPLANATIONS.items():
+            if phase.startswith(start):
+                return sentence
+        return phase.capitalize() + "."
+
+    def progress_bar(self) -> tuple[float, str]:
+        """(fraction done, one line: where it is, images/s, time left) for a progress bar."""
+        if self.terminal:
+            return 1.0, f"{len(self.metrics)} epoch{'s' if len(self.metrics) != 1 else ''} done."
+        p = self.progress
+        if not p:
+            return 0.0, "Starting…"
+        if "batch" in p:
+            epochs = self.config.get("epochs") or p["epoch"]
+            done = (p["epoch"] - 1) * p["batches"] + p["batch"]
+            where = f"Epoch {p['epoch']} of {epochs} · batch {p['batch']} of {p['batches']}"
+            fraction = done / (epochs * p["batches"])
+        else:
+            where = f"{p['phase'].capitalize()}: {p['done']} of {p['total']} images"
+            fraction = p["done"] / max(1, p["total"])
+        rate = f" · {p['images_per_s']:.0f} images/s" if p.get("images_per_s") else ""
+        left = f" · about {_duration(p['seconds_left'])} left" if p.get("seconds_left") is not None else ""
+        return min(1.0, fraction), where + rate + left
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s"
