@@ -13,6 +13,7 @@ import streamlit as st
 from ui_common import CHOICES, DATASET, get_registry
 from workbench import charts
 from workbench.config import RunConfig
+from workbench.model_views import model_groups
 from workbench.registry import latest_confusion_matrix, race_budget
 from workbench.runs import RunRecord
 from workbench.strategies import STRATEGIES
@@ -65,6 +66,41 @@ def race_ui() -> None:
         st.session_state[PICKED] = [run.id for run in runs]  # the table above is drawn after this, live
     elif started:
         st.warning("Pick at least one strategy.")
+
+
+def sweep_ui() -> None:
+    """Queue `partial` at each chosen freeze depth; the accuracy-and-time-against-depth plot fills in above."""
+    st.subheader("Freeze-depth sweep: how much should I freeze?")
+    config = base_config()
+    if config is None:
+        st.info("Choose images on the **Data** page to run a sweep.")
+        return
+    try:
+        budget = race_budget(config)
+        depths_available = list(range(len(model_groups(config.backbone, 2))))
+    except ValueError as error:
+        st.error(f"The current choices cannot run: {error}")
+        return
+    st.caption(f"Partial fine-tuning of **{config.backbone}** with 0 (train everything) up to "
+               f"{depths_available[-1]} (only the head) layer groups frozen, same epochs and image size for each.")
+    with st.form("sweep"):
+        depths = st.multiselect("Freeze depths", depths_available, default=depths_available)
+        epochs = st.number_input("Epochs (each)", min_value=1, max_value=200, value=budget.epochs)
+        started = st.form_submit_button("Run the sweep", type="primary")
+    if started and depths:
+        sweep = dataclasses.replace(config, epochs=int(epochs), image_size=budget.image_size)
+        runs = get_registry().freeze_sweep(sweep, sorted(depths))
+        st.session_state[PICKED] = [run.id for run in runs]
+
+
+def sweep_plot(records: list[RunRecord]) -> None:
+    config = base_config()
+    if config is None:
+        return
+    points = charts.freeze_sweep_points(records, config.data, config.backbone)
+    if len(points) >= 2:
+        st.markdown(f"**Accuracy and time against freeze depth** ({config.backbone}, partial fine-tuning)")
+        st.plotly_chart(charts.freeze_sweep_figure(points), key="sweep_plot")
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -145,6 +181,7 @@ def runs_panel(live: bool) -> None:
     picked = [by_id[run_id] for run_id in picked_ids]
     overlays_ui(picked, labels)
     matrices_ui(picked, labels)
+    sweep_plot(records)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -153,6 +190,7 @@ st.title("4 · Compare")
 st.caption("Every run so far, side by side. Pick runs to overlay their curves, or race strategies on your data.")
 runs_area = st.container()
 race_ui()
+sweep_ui()
 with runs_area:
     any_live = bool(get_registry().live())
     st.fragment(runs_panel, run_every=REFRESH_SECONDS if any_live else None)(any_live)

@@ -118,3 +118,26 @@ def test_run_labels_are_short_and_unique():
 def test_per_class_table():
     table = charts.per_class_table({"cat": {"precision": 0.5, "recall": 1.0, "support": 3}})
     assert table.loc["cat", "recall"] == 1.0 and table.loc["cat", "validation images"] == 3
+
+
+def test_gradual_unfreezing_phases_are_marked_on_the_curves():
+    metrics = [{**_metrics(e, 0.5, 1.0), "frozen_groups": f} for e, f in ((1, 8), (2, 8), (3, 7), (4, 6))]
+    assert charts.phase_boundaries(metrics) == [(3, 7), (4, 6)]
+    fig = charts.training_curves(metrics, [])
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert sorted({s.x0 for s in lines}) == [2, 3]
+    assert any("7 frozen" in a.text for a in fig.layout.annotations)
+
+
+def test_freeze_sweep_plots_the_newest_finished_partial_run_per_depth():
+    def record(run_id, depth, acc, status="finished", strategy="partial"):
+        rec = _record(run_id, strategy, {"status": status, "val_accuracy": acc, "train_seconds": 10.0 - depth})
+        rec.config.update(data="d", backbone="b", frozen_groups=depth)
+        return rec
+
+    records = [record("3", 2, 0.9), record("2", 2, 0.5), record("1", 0, 0.8), record("0", 1, 0.7, "failed"),
+               record("x", 1, 0.99, strategy="full")]
+    points = charts.freeze_sweep_points(records, "d", "b")
+    assert sorted((p["freeze_depth"], p["val_acc"]) for p in points) == [(0, 0.8), (2, 0.9)]
+    fig = charts.freeze_sweep_figure(points)
+    assert list(fig.data[0].x) == [0, 2] and list(fig.data[1].y) == [10.0, 8.0]

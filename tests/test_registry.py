@@ -107,3 +107,11 @@ def test_race_keeps_epochs_and_image_size_that_were_chosen(registry):
     for run in runs:
         registry.stop(run.id)
     assert [(r.config.epochs, r.config.image_size) for r in runs] == [(2, 64), (2, 64)]
+
+
+def test_freeze_sweep_queues_partial_at_every_depth(registry):
+    runs = registry.freeze_sweep(RunConfig(**FAST, epochs=1), depths=None)
+    assert [run.config.freeze_depth for run in runs] == list(range(len(runs)))
+    assert {run.config.strategy for run in runs} == {"partial"} and len(runs) >= 3
+    for run in runs:
+        registry.stop(run.id)

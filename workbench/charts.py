@@ -50,9 +50,58 @@ def training_curves(metrics: list[dict], batches: list[dict], epochs: int | None
         fig.add_scatter(x=done, y=[m[key] for m in metrics], mode="lines+markers", name=name,
                         line=dict(color=colour, dash=dash), row=1, col=col)
     _epoch_axis(fig, done + [batch_position(b) for b in batches[-1:]], epochs)
+    _mark_phases(fig, metrics)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     return fig.update_layout(**LAYOUT, height=360)
+
+
+def phase_boundaries(metrics: list[dict]) -> list[tuple[int, int]]:
+    """(epoch, frozen groups from then on) wherever the number of frozen groups changed: gradual unfreezing's
+    phases."""
+    marks = []
+    for before, after in zip(metrics, metrics[1:], strict=False):
+        if before.get("frozen_groups") != after.get("frozen_groups"):
+            marks.append((after["epoch"], after["frozen_groups"]))
+    return marks
+
+
+def _mark_phases(fig: go.Figure, metrics: list[dict]) -> None:
+    for epoch, frozen in phase_boundaries(metrics):
+        for col in (1, 2):
+            fig.add_vline(x=epoch - 1, line=dict(color="#888", dash="dash", width=1), row=1, col=col)
+        fig.add_annotation(x=epoch - 1, y=1, yref="y domain", text=f"unfreeze: {frozen} frozen", showarrow=False,
+                           textangle=-90, xanchor="right", yanchor="top", font=dict(size=10, color="#666"),
+                           row=1, col=1)
+
+
+def freeze_sweep_figure(points: list[dict]) -> go.Figure:
+    """Validation accuracy and training time against freeze depth (points: freeze_depth, val_acc, seconds): the
+    picture that answers "how much should I freeze?"."""
+    points = sorted(points, key=lambda p: p["freeze_depth"])
+    depths = [p["freeze_depth"] for p in points]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Validation accuracy", "Training time (s)"))
+    fig.add_scatter(x=depths, y=[p["val_acc"] for p in points], mode="lines+markers", name="validation accuracy",
+                    line=dict(color=VAL_COLOUR), row=1, col=1)
+    fig.add_bar(x=depths, y=[p["seconds"] for p in points], name="training time", marker_color=TRAIN_COLOUR,
+                row=1, col=2)
+    fig.update_xaxes(title_text="frozen layer groups (0 = train everything)", dtick=1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=1)
+    return fig.update_layout(**LAYOUT, height=340, showlegend=False)
+
+
+def freeze_sweep_points(records: list[RunRecord], data: str, backbone: str) -> list[dict]:
+    """The newest finished `partial` run at each freeze depth for this data and backbone."""
+    points: dict[int, dict] = {}
+    for record in records:  # newest first
+        config, summary = record.config, record.summary or {}
+        if (config.get("strategy") != "partial" or config.get("data") != data or config.get("backbone") != backbone
+                or summary.get("status") != "finished"):
+            continue
+        depth = config.get("frozen_groups")
+        points.setdefault(depth, {"freeze_depth": depth, "val_acc": summary.get("val_accuracy"),
+                                  "seconds": summary.get("train_seconds"), "run_id": record.id})
+    return list(points.values())
 
 
 def lr_curve(batches: list[dict], epochs: int | None = None) -> go.Figure:

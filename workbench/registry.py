@@ -15,12 +15,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
-import torch
-
 from . import runs
-from .backbones import backbone_info, check_backbone_name, layer_groups
+from .backbones import backbone_info, check_backbone_name
 from .config import RUNS_DIR_ENV, RunConfig
+from .model_views import model_groups
 from .train import TERMINAL, Run
 
 LIVE = ("queued", "preparing", "running")
@@ -90,9 +88,7 @@ class RunRegistry:
         runs behind the "how much to freeze" plot of accuracy and time against depth."""
         if depths is None:
             check_backbone_name(config.backbone)
-            with torch.device("meta"):
-                model = timm.create_model(config.backbone, num_classes=2)
-            depths = list(range(len(layer_groups(model))))
+            depths = list(range(len(model_groups(config.backbone, 2))))
         return [self.submit(dataclasses.replace(config, strategy="partial", freeze_depth=depth)) for depth in depths]
 
     def stop(self, run_id: str) -> None:
