@@ -53,7 +53,7 @@ def race_ui() -> None:
     st.caption(f"Every strategy trains **{config.backbone}** on **{Path(config.data).name}** with the "
                "same seed, epochs and image size, one after another; each keeps its own learning rate.")
     with st.form("race"):
-        strategies = st.multiselect("Strategies", list(STRATEGIES), default=RACE_STRATEGIES,
+        strategies = st.multiselect("Strategies", list(STRATEGIES), default=RACE_STRATEGIES, key="race_strategies",
                                     format_func=lambda name: STRATEGIES[name].title)
         left, right = st.columns(2)
         epochs = left.number_input("Epochs (each)", min_value=1, max_value=200, value=budget.epochs)
@@ -84,7 +84,7 @@ def sweep_ui() -> None:
     st.caption(f"Partial fine-tuning of **{config.backbone}** with 0 (train everything) up to "
                f"{depths_available[-1]} (only the head) layer groups frozen, same epochs and image size for each.")
     with st.form("sweep"):
-        depths = st.multiselect("Freeze depths", depths_available, default=depths_available)
+        depths = st.multiselect("Freeze depths", depths_available, default=depths_available, key="sweep_depths")
         epochs = st.number_input("Epochs (each)", min_value=1, max_value=200, value=budget.epochs)
         started = st.form_submit_button("Run the sweep", type="primary")
     if started and depths:

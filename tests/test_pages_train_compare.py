@@ -214,7 +214,7 @@ def test_strategy_race_queues_one_run_per_strategy_and_picks_them(runs_dir):
     at = _page(COMPARE_PAGE, TINY)
     at.run()
     assert not at.exception
-    race = at.get("multiselect")[-1]
+    race = at.multiselect(key="race_strategies")
     race.set_value(["linear_probe", "scratch"])
     at.number_input[0].set_value(1)
     at.number_input[1].set_value(64)
@@ -227,3 +227,14 @@ def test_strategy_race_queues_one_run_per_strategy_and_picks_them(runs_dir):
     table = at.dataframe[0].value
     assert set(table["strategy"]) == {"linear_probe", "scratch"}
     assert set(table["status"]) <= {"queued", "preparing", "running", "finished"}
+
+
+def test_freeze_sweep_queues_partial_at_the_chosen_depths(runs_dir):
+    at = _page(COMPARE_PAGE, TINY)
+    at.run()
+    at.multiselect(key="sweep_depths").set_value([0, 2])
+    at.number_input[2].set_value(1)
+    at.button[1].click().run()
+    assert not at.exception
+    runs = get_registry().runs()
+    assert sorted((r.config.strategy, r.config.freeze_depth) for r in runs) == [("partial", 0), ("partial", 2)]
