@@ -9,13 +9,29 @@ import dataclasses
 from pathlib import Path
 
 import streamlit as st
+import torch
+from PIL import Image
 
-from ui_common import CHOICES, DATASET
-from workbench import estimate
+from ui_common import CHOICES, DATASET, SAMPLE_DATASETS
+from workbench import estimate, train
 from workbench.backbones import BackboneInfo, LayerGroup, backbone_info, hub_reachable, list_backbones
-from workbench.config import RunConfig
-from workbench.data import AUGMENTATIONS, DataError, open_dataset
-from workbench.model_views import bitfit_trainable_per_group, freeze_summary, groups_figure, model_groups
+from workbench.config import SCHEDULES, RunConfig
+from workbench.data import AUGMENTATIONS, DataError, augmentation_preview, open_dataset
+from workbench.model_views import (
+    SCHEDULES_EXPLAINED,
+    bitfit_trainable_per_group,
+    freeze_summary,
+    groups_figure,
+    layer_lr_figure,
+    layer_lr_rows,
+    layer_lr_table,
+    lr_finder_figure,
+    lr_text,
+    meta_model,
+    model_groups,
+    round_lr,
+    schedule_figure,
+)
 from workbench.strategies import STRATEGIES, Strategy, StrategyError, check_freeze_depth
 
 SHOWN_BACKBONES = 300
@@ -28,6 +44,10 @@ CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # What must start again from its default when the backbone or the strategy changes.
 DEPENDS_ON_BACKBONE = ("image_size", "freeze_depth")
 DEPENDS_ON_STRATEGY = ("epochs", "lr", "image_size", "freeze_depth")
+PREVIEW_COUNT = 8  # augmented copies of one image
+FINDER_STEPS = 30  # LR finder: enough for a readable curve, short enough to wait for on a CPU
+LR_FINDER = "model.lr_finder"  # the last search: {"choices": finder_key, "lrs", "losses", "suggestion"}
+NOT_IN_FINDER = ("lr", "epochs", "schedule", "patience")  # choices that do not change the finder's sweep
 
 
 @st.cache_data(show_spinner=False, ttl="10m")  # weights land in the cache when a run downloads them
@@ -45,14 +65,34 @@ def groups_of(name: str, num_classes: int) -> list[LayerGroup]:
     return model_groups(name, num_classes)
 
 
+@st.cache_resource(show_spinner=False)
+def structure_of(name: str, num_classes: int) -> torch.nn.Module:
+    """The model on the meta device (names and shapes, no weights): what the per-layer learning rates need."""
+    return meta_model(name, num_classes)
+
+
 @st.cache_resource(show_spinner="Counting the images…")
 def dataset_counts(path: str) -> dict | None:
-    """classes, train and val counts of the chosen dataset (None if it cannot be read any more)."""
+    """classes, train and val counts of the chosen dataset and its first training image (None if it cannot be
+    read any more)."""
     try:
         dataset = open_dataset(path)
     except DataError:
         return None
-    return {"classes": len(dataset.class_names), "train": len(dataset.train), "val": len(dataset.val)}
+    first = str(dataset.train[0].path) if dataset.train else None
+    return {"classes": len(dataset.class_names), "train": len(dataset.train), "val": len(dataset.val),
+            "first_image": first}
+
+
+@st.cache_resource(show_spinner=False)
+def sample_image() -> str:
+    """The first training image of the first sample dataset: the augmentation preview until data is chosen."""
+    return str(open_dataset(next(iter(SAMPLE_DATASETS.values()))).train[0].path)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def augmented(path: str, preset: str, image_size: int) -> list[Image.Image]:
+    return augmentation_preview(path, preset, image_size, count=PREVIEW_COUNT)
 
 
 def key(name: str) -> str:
@@ -221,41 +261,95 @@ def freeze_ui(strategy: Strategy, groups: list[LayerGroup], backbone: str, num_c
     return freeze_depth
 
 
+def layer_lrs_ui(backbone: str, num_classes: int, layer_decay: float) -> None:
+    """Discriminative learning rates: the peak learning rate of each layer, for the LR and decay chosen now."""
+    if not 0 < layer_decay <= 1:
+        return  # validated() says what is wrong with it
+    lr = st.session_state[key("lr")]  # its widget comes further down, but its value is known already
+    rows = layer_lr_rows(structure_of(backbone, num_classes), lr, layer_decay)
+    st.plotly_chart(layer_lr_figure(rows), width="stretch")
+    st.caption(f"The head learns at the learning rate chosen below ({lr_text(lr)}); each layer under it at "
+               f"{layer_decay:g}× the rate of the layer above. timm cuts the model into {len(rows)} layers for this, "
+               "finer than the freeze groups above.")
+    with st.expander("The same as a table"):
+        st.dataframe(layer_lr_table(rows), hide_index=True, width="stretch", column_config={
+            "learning rate": st.column_config.NumberColumn(format="%.2e"),
+            "share of the head's LR": st.column_config.NumberColumn(format="%.4f")})
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Training budget
 
 BUDGET = ("epochs", "lr", "batch_size", "image_size", "augment")
 
 
-def training_ui(strategy: Strategy) -> dict:
+def training_ui(strategy: Strategy, image: str) -> dict:
+    """The training budget, the augmentation (previewed on `image`) and the advanced settings."""
     st.subheader("Training settings")
     st.caption("Defaults suit this strategy on this computer; changing the model or the strategy sets them back.")
     cols = st.columns(4)
+    # The finder's suggestion (or a saved choice) need not be one of the usual rates.
+    rates = sorted({*LEARNING_RATES, st.session_state[key("lr")]})
     values = {
         "epochs": cols[0].number_input("Epochs", 1, 500, key=key("epochs"),
                                        help="How many times the model sees every training image."),
-        "lr": cols[1].select_slider("Learning rate", LEARNING_RATES, key=key("lr"), format_func=lambda v: f"{v:g}",
+        "lr": cols[1].select_slider("Learning rate", rates, key=key("lr"), format_func=lambda v: f"{v:g}",
                                     help="How big each learning step is. Too high: training jumps around; too "
-                                         "low: it barely moves."),
+                                         "low: it barely moves. The finder below suggests one."),
         "batch_size": cols[2].number_input("Batch size", 1, 1024, key=key("batch_size"),
                                            help="Images per learning step. Lower it if memory runs out."),
         "image_size": cols[3].number_input("Image size (px)", 32, 1024, step=16, key=key("image_size"),
                                            help="Images are resized to a square of this size. Smaller is faster; "
                                                 "the model's native size is usually most accurate."),
     }
-    values["augment"] = st.selectbox(
-        "Augmentation: random changes to the training images", list(AUGMENTATIONS), key=key("augment"),
-        format_func=lambda n: AUGMENTATIONS[n].title, disabled=strategy.caches_features)
+    values["augment"] = augmentation_ui(strategy, image, values["image_size"])
+    return {**values, **advanced_ui(values["lr"], values["epochs"])}
+
+
+def augmentation_ui(strategy: Strategy, image: str, image_size: int) -> str:
+    """The preset, its explanation, and `image` as the network would see it under that preset."""
+    name = st.selectbox("Augmentation: random changes to the training images", list(AUGMENTATIONS),
+                        key=key("augment"), format_func=lambda n: AUGMENTATIONS[n].title,
+                        disabled=strategy.caches_features)
     if strategy.caches_features:
         st.caption("Not used by the linear probe: each image's features are computed once, without changes.")
-    else:
-        st.caption(AUGMENTATIONS[values["augment"]].explanation)
-    with st.expander("Advanced: start from my own weights file"):
-        seed("weights", "auto")
-        values["weights"] = st.text_input("Weights file (.safetensors or .pth)", key=key("weights"),
-                                          help="Leave as 'auto' for the best weights available here.").strip()
-    values["weights"] = values["weights"] or "auto"
-    return values
+        return name
+    preset = AUGMENTATIONS[name]
+    st.caption(preset.explanation)
+    for column, picture in zip(st.columns(PREVIEW_COUNT), augmented(image, name, image_size), strict=True):
+        column.image(picture, width="stretch")
+    mixing = (" Strong also blends pairs of images in every batch (mixup / cutmix), which is not shown here."
+              if preset.mixes_images else "")
+    st.caption(f"**What the network sees:** one training image, *{Path(image).parent.name}/{Path(image).name}*, "
+               f"{PREVIEW_COUNT} times through the {preset.title.lower()} preset at {image_size} px. Every epoch "
+               f"draws new changes.{mixing}")
+    return name
+
+
+def advanced_ui(lr: float, epochs: int) -> dict:
+    """schedule, patience and weights: settings most runs leave alone."""
+    for name in ("schedule", "patience", "weights"):
+        seed(name, CONFIG_FIELDS[name].default)
+    with st.expander("Advanced training: learning-rate schedule, early stopping, own weights"):
+        left, right = st.columns(2)
+        schedule = left.selectbox("Learning-rate schedule", SCHEDULES, key=key("schedule"),
+                                  format_func=lambda n: SCHEDULES_EXPLAINED[n][0],
+                                  help="How the learning rate changes from the first step to the last.")
+        left.caption(SCHEDULES_EXPLAINED[schedule][1])
+        left.plotly_chart(schedule_figure(schedule, lr, epochs, CONFIG_FIELDS["warmup_epochs"].default),
+                          width="stretch")
+        patience = right.number_input("Early stopping: patience in epochs (0 = off)", 0, 500, step=1,
+                                      key=key("patience"),
+                                      help="Stop when the validation loss has not improved for this many epochs.")
+        if patience == 0:
+            right.caption("Off: every epoch runs, and the model of the last epoch is kept.")
+        else:
+            never = f" With {epochs} epochs it can never stop early." if patience >= epochs else ""
+            right.caption(f"Training stops after {patience} epoch{'s' if patience != 1 else ''} without a better "
+                          f"validation loss; **the best epoch's weights are kept**, not the last ones.{never}")
+        weights = right.text_input("Start from my own weights file (.safetensors or .pth)", key=key("weights"),
+                                   help="Leave as 'auto' for the best weights available here.")
+    return {"schedule": schedule, "patience": patience, "weights": weights.strip() or "auto"}
 
 
 def estimate_ui(config: RunConfig, counts: dict | None) -> None:
@@ -281,13 +375,69 @@ def estimate_ui(config: RunConfig, counts: dict | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Learning-rate finder
+
+
+def finder_key(config: RunConfig) -> str:
+    """What the finder's sweep depends on, as one comparable string."""
+    return repr(sorted((k, v) for k, v in config.to_dict().items() if k not in NOT_IN_FINDER))
+
+
+def use_lr(value: float) -> None:
+    """Button callback: runs before the next rerun, so the LR widget is created with `value`."""
+    st.session_state[key("lr")] = value
+
+
+def run_lr_finder(config: RunConfig) -> dict | None:
+    """Run the finder with a progress bar; the result as plain values (kept in session_state), None if it failed."""
+    bar = st.progress(0.0, text="Reading the images and building the model…")
+    try:
+        with st.spinner("Searching: on a CPU this can take a few minutes…"):
+            result = train.find_lr(config, steps=FINDER_STEPS, on_step=lambda done, total: bar.progress(
+                done / total, text=f"Step {done} of {total}"))
+    except Exception as error:  # noqa: BLE001 - whatever went wrong, say it on the page and keep the page usable
+        st.error(f"The learning-rate finder failed: {error}. {train.failure_hint(error)}")
+        return None
+    finally:
+        bar.empty()
+    found = {"choices": finder_key(config), **result.to_dict()}
+    st.session_state[LR_FINDER] = found
+    return found
+
+
+def lr_finder_ui(config: RunConfig) -> None:
+    st.subheader("Find a learning rate")
+    st.caption(f"The LR finder (fastai's lr_find) trains {FINDER_STEPS} steps on your images with the choices "
+               "above, the learning rate growing from 1e-6 to 1, and records the loss. It takes from seconds to a "
+               "few minutes; nothing is saved.")
+    if not config.data:
+        st.info("No dataset chosen yet: the finder needs your images. Choose them on page 1.")
+        return
+    found = st.session_state.get(LR_FINDER)
+    if st.button("Find a learning rate", icon="🔎"):
+        found = run_lr_finder(config)
+    if found is None:
+        return
+    if found["choices"] != finder_key(config):
+        st.caption("The last search was made with other choices: search again for these.")
+        return
+    suggestion = round_lr(found["suggestion"])
+    st.plotly_chart(lr_finder_figure(found["lrs"], found["losses"], found["suggestion"], config.lr), width="stretch")
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    left.button("Use this learning rate", on_click=use_lr, args=(suggestion,), disabled=config.lr == suggestion,
+                type="primary")
+    right.markdown(f"Suggested: **{suggestion:g}**, where the loss falls fastest"
+                   + (" (in use)." if config.lr == suggestion else f"; chosen now: {config.lr:g}."))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def choices_from(config: RunConfig, weights: str) -> dict:
     """The RunConfig fields this page sets. `weights` as the user gave it: RunConfig turns it into 'none' for
     the from-scratch strategy, and that must not stick when they switch back to a pretrained one."""
     names = ["backbone", "strategy", "freeze_depth", "epochs", "lr", "batch_size", "image_size", "augment",
-             *STRATEGIES[config.strategy].options]
+             "schedule", "patience", *STRATEGIES[config.strategy].options]
     return {**{name: getattr(config, name) for name in dict.fromkeys(names)}, "weights": weights}
 
 
@@ -328,10 +478,13 @@ base = defaults(info.name, strategy.name)
 for name in BUDGET:  # seeded now: the gradual-unfreezing diagram depends on the epochs
     seed(name, getattr(base, name))
 freeze_depth = freeze_ui(strategy, groups, info.name, num_classes, options)
-values = training_ui(strategy)
+if strategy.layer_decay:
+    layer_lrs_ui(info.name, num_classes, options["layer_decay"])
+values = training_ui(strategy, counts["first_image"] if counts and counts["first_image"] else sample_image())
 config = validated({"backbone": info.name, "strategy": strategy.name, "freeze_depth": freeze_depth, **options,
                     **values}, groups, data_path or "")
 if config is not None:
     st.session_state[CHOICES] = choices_from(config, values["weights"])
+    lr_finder_ui(config)
     estimate_ui(config.resolved(info.input_size), counts)
     st.page_link("pages/3_train.py", label="Next: train →", icon="🏋️")

@@ -1,4 +1,5 @@
-"""What the Data and Model pages draw: class counts, thumbnails, the layer-group diagram and trainable shares."""
+"""What the Data and Model pages draw: class counts, thumbnails, the layer-group diagram and trainable shares, the
+learning rate of each layer, the LR finder's curve and the schedules."""
 
 from __future__ import annotations
 
@@ -6,16 +7,26 @@ import pytest
 import timm
 
 from workbench.backbones import layer_groups
+from workbench.config import SCHEDULES
 from workbench.data import open_dataset
 from workbench.model_views import (
     FROZEN_COLOUR,
+    SCHEDULES_EXPLAINED,
     THUMBNAIL_SIZE,
     TRAINABLE_COLOUR,
     class_counts_figure,
     freeze_summary,
     group_roles,
     groups_figure,
+    layer_lr_figure,
+    layer_lr_rows,
+    layer_lr_table,
+    lr_finder_figure,
+    lr_text,
+    meta_model,
     model_groups,
+    round_lr,
+    schedule_figure,
     short_count,
     thumbnails,
 )
@@ -92,3 +103,55 @@ def test_roles_and_counts_read_plainly():
     assert group_roles(4) == ["stem", "stage 1", "stage 2", "head"]
     assert group_roles(1) == ["head"]
     assert [short_count(n) for n in (928, 45_600, 1_234_567, 2_000_000_000)] == ["928", "45.6k", "1.2M", "2.0B"]
+
+
+@pytest.mark.parametrize(("backbone", "layers"), [("test_resnet", 6), ("test_vit", None), ("test_efficientnet", None)])
+def test_each_layer_gets_the_decayed_learning_rate_of_the_layer_above(backbone, layers):
+    rows = layer_lr_rows(meta_model(backbone, 5), lr=1e-3, layer_decay=0.5)
+    assert layers is None or len(rows) == layers
+    assert [r["layer"] for r in (rows[0], rows[-1])] == ["stem", "head"]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * 0.5 ** k for k in reversed(range(len(rows)))])
+    assert sum(r["params"] for r in rows) == sum(p.numel() for p in meta_model(backbone, 5).parameters())
+
+
+def test_layers_are_named_after_the_module_they_start_with():
+    rows = layer_lr_rows(meta_model("test_resnet", 5), lr=1e-3, layer_decay=0.7)
+    assert [r["layer"] for r in rows] == ["stem", "layer1.0", "layer2.0", "layer3.0", "layer4.0", "head"]
+    table = layer_lr_table(rows)
+    assert table["share of the head's LR"].tolist() == pytest.approx([0.7 ** k for k in range(5, -1, -1)])
+    assert table["parameters"].tolist() == [r["params"] for r in rows]
+
+
+def test_layer_lr_figure_is_one_labelled_bar_per_layer_on_a_log_axis():
+    rows = layer_lr_rows(meta_model("test_resnet", 5), lr=1e-3, layer_decay=0.5)
+    fig = layer_lr_figure(rows)
+    (bars,) = fig.data
+    assert list(bars.x) == [r["layer"] for r in rows] and fig.layout.yaxis.type == "log"
+    assert bars.text[-1] == "1e-3" and bars.text[0] == "3.1e-5"
+    assert "32× less" in fig.layout.title.text
+
+
+def test_learning_rates_read_plainly():
+    assert [lr_text(v) for v in (1e-3, 0.00049, 0.0023263, 0.1)] == ["1e-3", "4.9e-4", "2.3e-3", "1e-1"]
+    assert [round_lr(v) for v in (0.0023263, 1.5848e-05, 0.01)] == [0.0023, 1.6e-05, 0.01]
+
+
+def test_lr_finder_figure_marks_the_suggestion_and_the_chosen_rate():
+    lrs = [1e-6 * 10 ** (i / 2) for i in range(10)]
+    losses = [2.0, 1.9, 1.7, 1.2, 0.8, 0.7, 0.75, 1.5, 3.0, float("inf")]
+    fig = lr_finder_figure(lrs, losses, suggestion=lrs[3], current=1e-3)
+    curve, star, chosen = fig.data
+    assert len(curve.x) == 9  # the exploded last loss is left out
+    assert fig.layout.xaxis.type == "log"
+    assert (star.x[0], star.y[0]) == (lrs[3], 1.2) and star.name == "suggested: 3.2e-5"
+    assert set(chosen.x) == {1e-3} and chosen.name == "chosen now: 1e-3"
+    assert len(lr_finder_figure(lrs, losses, suggestion=lrs[3]).data) == 2
+
+
+def test_every_schedule_is_explained_and_drawn_with_its_shape():
+    assert list(SCHEDULES_EXPLAINED) == list(SCHEDULES)
+    constant, cosine, onecycle = (schedule_figure(s, 1e-3, 4, 0.5).data[0].y for s in ("constant", "cosine",
+                                                                                       "onecycle"))
+    assert set(constant) == {1e-3}
+    assert cosine[0] < cosine[25] == pytest.approx(1e-3) and cosine[-1] == pytest.approx(1e-5, rel=0.01)
+    assert onecycle[0] == pytest.approx(1e-3 / 25) and max(onecycle) == pytest.approx(1e-3, rel=1e-3)

@@ -1,8 +1,12 @@
-"""What the Data and Model pages draw: a dataset's class counts and thumbnails, and a model's layer groups with the
-ones a strategy freezes. Plotly figures and plain values, so the pages only place them."""
+"""What the Data and Model pages draw: a dataset's class counts and thumbnails, a model's layer groups with the
+ones a strategy freezes, the learning rate each layer gets, the LR finder's curve and the LR schedules. Plotly
+figures and plain values, so the pages only place them."""
 
 from __future__ import annotations
 
+import math
+
+import pandas as pd
 import plotly.graph_objects as go
 import timm
 import torch
@@ -12,6 +16,7 @@ from .backbones import LayerGroup, head_parameter_names, layer_groups
 from .charts import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
 from .data import DataError, HealthReport, ImageDataset, load_rgb
 from .strategies import bitfit_parameter_names
+from .train import layer_learning_rates, lr_at
 
 THUMBNAIL_SIZE = 96
 FROZEN_COLOUR, PARTLY_COLOUR, TRAINABLE_COLOUR = "#9fb3c8", "#f9d29d", "#f28e2b"
@@ -52,7 +57,7 @@ def thumbnails(dataset: ImageDataset, per_class: int = 6) -> dict[str, list[Imag
     return shown
 
 
-def _meta_model(backbone: str, num_classes: int) -> torch.nn.Module:
+def meta_model(backbone: str, num_classes: int) -> torch.nn.Module:
     """The model's structure only: parameter names and shapes, no memory for weights, no weights file read."""
     with torch.device("meta"):
         return timm.create_model(backbone, pretrained=False, num_classes=num_classes)
@@ -60,12 +65,12 @@ def _meta_model(backbone: str, num_classes: int) -> torch.nn.Module:
 
 def model_groups(backbone: str, num_classes: int) -> list[LayerGroup]:
     """The layer groups of `backbone` with a `num_classes` head (built on the meta device, so instantly)."""
-    return layer_groups(_meta_model(backbone, num_classes))
+    return layer_groups(meta_model(backbone, num_classes))
 
 
 def bitfit_trainable_per_group(backbone: str, num_classes: int, norms: bool) -> list[int]:
     """How many parameters of each layer group BitFit trains: biases (and norm layers when `norms`) and the head."""
-    model = _meta_model(backbone, num_classes)
+    model = meta_model(backbone, num_classes)
     trainable = bitfit_parameter_names(model, head_parameter_names(model), norms)
     params = dict(model.named_parameters())
     return [sum(params[n].numel() for n in g.param_names if n in trainable) for g in layer_groups(model)]
@@ -142,3 +147,112 @@ def groups_figure(groups: list[LayerGroup], frozen: int, per_group: list[int] | 
     fig.update_yaxes(visible=False, range=[-0.05, 1.05])
     return fig.update_layout(**{**LAYOUT, "legend": dict(orientation="h", y=-0.05)}, height=230,
                              title="Layer groups, stem → stages → head: parameters (share of the model)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learning rates: per layer (discriminative), the LR finder's sweep, and the schedules over a run
+
+
+def lr_text(lr: float) -> str:
+    """0.001 -> '1e-3', 0.00049 -> '4.9e-4', 0.0023263 -> '2.3e-3': short enough for a bar label."""
+    mantissa, exponent = f"{lr:.1e}".split("e")
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+
+
+def round_lr(lr: float) -> float:
+    """A learning rate rounded to two significant digits (0.0023263 -> 0.0023): the finder is not more exact."""
+    return float(f"{lr:.2g}")
+
+
+def _layer_name(first_param: str) -> str:
+    """'blocks.3.1.conv_pw.weight' -> 'blocks.3.1', 'layer1.0.conv1.weight' -> 'layer1.0', 'fc.weight' -> 'fc':
+    the module a layer starts with, from the name of its first parameter."""
+    parts = first_param.split(".")[:-1] or first_param.split(".")
+    numbered = [i for i, part in enumerate(parts) if part.isdigit()]
+    return ".".join(parts[: numbered[-1] + 1] if numbered else parts)
+
+
+def layer_lr_rows(model: torch.nn.Module, lr: float, layer_decay: float) -> list[dict]:
+    """`train.layer_learning_rates` (stem first) with a `layer` name for each: 'stem', the module it starts with,
+    'head'. timm's layers for layer decay are finer than the freeze groups (often one per block)."""
+    rows = layer_learning_rates(model, lr, layer_decay)
+    names = ["stem", *[_layer_name(r["first"]) for r in rows[1:-1]], "head"] if len(rows) > 1 else ["head"]
+    return [{**row, "layer": name} for row, name in zip(rows, names, strict=True)]
+
+
+def layer_lr_table(rows: list[dict]) -> pd.DataFrame:
+    """One line per layer, stem first: its learning rate, that as a share of the head's, and its parameters."""
+    head = rows[-1]["lr"]
+    return pd.DataFrame({"layer": [r["layer"] for r in rows], "learning rate": [r["lr"] for r in rows],
+                         "share of the head's LR": [r["lr"] / head for r in rows],
+                         "parameters": [r["params"] for r in rows], "starts with": [r["first"] for r in rows]})
+
+
+def layer_lr_figure(rows: list[dict]) -> go.Figure:
+    """Bars of each layer's peak learning rate, stem → head, on a log axis so that every factor of the decay is the
+    same step down."""
+    fig = go.Figure(go.Bar(
+        x=[r["layer"] for r in rows], y=[r["lr"] for r in rows], marker_color=TRAINABLE_COLOUR,
+        text=[lr_text(r["lr"]) for r in rows], textposition="outside", cliponaxis=False,
+        customdata=[[r["first"], r["params"]] for r in rows],
+        hovertemplate="%{x}: learning rate %{y:.2e}<br>starts with %{customdata[0]}<br>"
+                      "%{customdata[1]:,} parameters<extra></extra>"))
+    fig.update_xaxes(type="category", title_text="layer, from the stem (left) to the head (right)")
+    stem, head = rows[0]["lr"], rows[-1]["lr"]
+    # Ticks at powers of ten only, where there are two or more; plotly's 2s and 5s in between read as clutter.
+    fig.update_yaxes(type="log", title_text="peak learning rate", exponentformat="e",
+                     dtick=1 if head / stem >= 10 else None)
+    return fig.update_layout(**LAYOUT, height=300, title=f"Learning rate of each layer: {lr_text(head)} for the head, "
+                                                         f"{lr_text(stem)} for the stem ({head / stem:,.0f}× less)")
+
+
+def lr_finder_figure(lrs: list[float], losses: list[float], suggestion: float,
+                     current: float | None = None) -> go.Figure:
+    """The LR finder's smoothed loss against the learning rate (log axis, a tick per power of ten), the suggestion
+    marked and, when given, the learning rate currently chosen as a dashed line. A last loss that blew up to inf /
+    nan is left out."""
+    finite = [i for i, loss in enumerate(losses) if math.isfinite(loss)]
+    lrs, losses = [lrs[i] for i in finite], [losses[i] for i in finite]
+    fig = go.Figure(go.Scatter(x=lrs, y=losses, mode="lines", name="smoothed training loss",
+                               line=dict(color=TRAIN_COLOUR),
+                               hovertemplate="LR %{x:.2e}: loss %{y:.3f}<extra></extra>"))
+    if lrs:
+        nearest = min(range(len(lrs)), key=lambda i: abs(lrs[i] - suggestion))
+        fig.add_scatter(x=[suggestion], y=[losses[nearest]], mode="markers", name=f"suggested: {lr_text(suggestion)}",
+                        marker=dict(color=VAL_COLOUR, size=13, symbol="star", line=dict(color=TEXT_COLOUR, width=1)),
+                        hovertemplate="suggested LR %{x:.2e}<extra></extra>")
+    if current is not None and losses:  # a trace, not add_vline: its label would be misplaced on a log axis
+        fig.add_scatter(x=[current, current], y=[min(losses), max(losses)], mode="lines",
+                        name=f"chosen now: {lr_text(current)}", line=dict(color="#4a5a6a", dash="dash", width=1),
+                        hovertemplate="chosen LR %{x:.2e}<extra></extra>")
+    fig.update_xaxes(type="log", title_text="learning rate", exponentformat="e", dtick=1)
+    fig.update_yaxes(title_text="training loss (smoothed)")
+    return fig.update_layout(**LAYOUT, height=340,
+                             title="Loss while the learning rate grows: pick where it falls fastest, not its minimum")
+
+
+SCHEDULES_EXPLAINED = {  # config.SCHEDULES -> (title, one line a teacher can read out)
+    "cosine": ("Cosine with warmup (default)",
+               "Climbs from almost 0 during the warmup, then glides down along a cosine to 1% of the peak, so the "
+               "last epochs polish instead of jump."),
+    "onecycle": ("One-cycle",
+                 "Rises from 1/25 of the peak over the first 30% of training, then anneals to almost 0: often good "
+                 "accuracy in fewer epochs."),
+    "constant": ("Constant",
+                 "The same learning rate from the first step to the last: the simplest baseline, but the final "
+                 "weights are noisier."),
+}
+
+
+def schedule_figure(schedule: str, peak: float, epochs: int, warmup_epochs: float) -> go.Figure:
+    """The shape of `schedule` over a run of `epochs` (`train.lr_at`, at 50 steps an epoch)."""
+    steps_per_epoch = 50
+    total = epochs * steps_per_epoch
+    warmup = int(warmup_epochs * steps_per_epoch)
+    fig = go.Figure(go.Scatter(x=[s / steps_per_epoch for s in range(total)],
+                               y=[lr_at(s, total, warmup, peak, schedule) for s in range(total)], mode="lines",
+                               line=dict(color=TRAIN_COLOUR),
+                               hovertemplate="epoch %{x:.1f}: LR %{y:.2e}<extra></extra>"))
+    fig.update_xaxes(title_text="epoch", range=[0, epochs], dtick=1 if epochs <= 10 else None)
+    fig.update_yaxes(title_text="learning rate", rangemode="tozero", exponentformat="e")
+    return fig.update_layout(**LAYOUT, height=220, title=f"{SCHEDULES_EXPLAINED[schedule][0]} over {epochs} epochs")
