@@ -9,5 +9,6 @@ pages = [
     st.Page("pages/2_model.py", title="2 · Model & strategy", icon="🧩"),
     st.Page("pages/3_train.py", title="3 · Train", icon="🏋️"),
     st.Page("pages/4_compare.py", title="4 · Compare", icon="📊"),
+    st.Page("pages/5_predict.py", title="5 · Predict & export", icon="🔮", url_path="predict"),
 ]
 st.navigation(pages).run()

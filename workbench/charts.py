@@ -181,7 +181,7 @@ def _run_row(record: RunRecord, status: str) -> dict:
     return {
         "backbone": config.get("backbone"),
         "strategy": config.get("strategy"),
-        "freeze depth": config.get("frozen_groups"),
+        "freeze depth": summary.get("frozen_groups", config.get("frozen_groups")),
         "epochs": summary.get("epochs_completed", len(record.metrics)),
         "image size": config.get("image_size"),
         "val accuracy": summary.get("val_accuracy", last.get("val_acc")),

@@ -19,6 +19,9 @@ from tqdm import tqdm
 from .backbones import BackboneError, list_backbones
 from .charts import runs_table
 from .config import RunConfig
+from .data import DataError
+from .export import export_zip, read_report
+from .predict import Predictor, describe
 from .registry import RunRegistry
 from .runs import load_run
 from .strategies import STRATEGIES
@@ -265,6 +268,33 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    try:
+        predictor = Predictor.from_run(args.run)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    for image in args.images:  # one at a time, so one unreadable image does not hide the others' answers
+        try:
+            print(f"{image}: {describe(predictor.predict([image], args.top_k)[0])}")
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        path = export_zip(args.run, args.out)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"model exported to {path}")
+    print(read_report(path).sentence())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Transfer Learning Workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -294,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     backbones.set_defaults(func=cmd_backbones)
     strategies = sub.add_parser("strategies", help="every strategy with its explanation")
     strategies.set_defaults(func=cmd_strategies)
+    predict = sub.add_parser("predict", help="classify images with a trained run's model (top classes per image)")
+    predict.add_argument("--run", required=True, help="the run directory (runs/<run id>)")
+    predict.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.set_defaults(func=cmd_predict)
+    export = sub.add_parser("export", help="write a run's model as a zip that works without the workbench")
+    export.add_argument("--run", required=True, help="the run directory (runs/<run id>)")
+    export.add_argument("--out", required=True, help="the .zip file to write")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -45,6 +45,7 @@ ZIP_RATIO_MIN_BYTES = 1 << 20
 STRONG_IMBALANCE_RATIO = 3.0
 VERIFY_DRAFT_SIZE = (64, 64)  # checking a file decodes is enough; JPEG draft mode makes it cheap
 SHOWN_EXAMPLES = 3  # how many file names a problem line quotes before "and N more"
+RESIZE_METHOD = Image.Resampling.BICUBIC  # how every image is resized, for training and prediction
 
 # PIL raises any of these on malformed files, depending on the format and where the bytes go wrong.
 _DECODE_FAILURES = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error)
@@ -196,18 +197,40 @@ def load_rgb(path: Path) -> Image.Image:
     return _load_rgb(path, None)
 
 
-def _load_rgb(path: Path, draft_size: tuple[int, int] | None) -> Image.Image:
+def decode_resized(image: str | Path | IO[bytes] | Image.Image, size: int) -> torch.Tensor:
+    """uint8 [3, size, size]: the image as RGB (see `load_rgb`), its short side resized to `size` (bicubic) and the
+    centre cropped square. This is what training keeps of every image before augmentation or the evaluation crop.
+
+    `image` is a file path, an open binary file read from its start (an upload; its `name` is used in errors) or a PIL
+    image. Files decode like the training cache decodes them (JPEGs in draft mode at about `size`), so predictions
+    match training's own evaluation exactly. Raises DataError naming the image if it cannot be read."""
+    if isinstance(image, Image.Image):
+        try:
+            rgb = _to_rgb(ImageOps.exif_transpose(image))
+        except _Unreadable as e:
+            raise DataError(f"Cannot use the image given: {e}.") from None
+    elif isinstance(image, str | Path):
+        rgb = _load_rgb(Path(image), (size, size))
+    else:
+        image.seek(0)  # an upload may have been read before (by an earlier rerun of the page, or st.image)
+        rgb = _load_rgb(image, (size, size))
+    square = ImageOps.fit(rgb, (size, size), method=RESIZE_METHOD)
+    return pil_to_tensor(square).contiguous()
+
+
+def _load_rgb(source: Path | IO[bytes], draft_size: tuple[int, int] | None) -> Image.Image:
     try:
-        return _decode(path, draft_size)
+        return _decode(source, draft_size)
     except _Unreadable as e:
-        raise DataError(f"Cannot read image '{path}': {e}. Fix, convert or remove this file.") from None
+        name = source if isinstance(source, Path) else getattr(source, "name", "the uploaded image")
+        raise DataError(f"Cannot read image '{name}': {e}. Fix, convert or remove this file.") from None
 
 
 # --- zip safety ---------------------------------------------------------------------------------------------------
 
 
 def _open_zip(zip_path: Path, source: str, val_fraction: float, seed: int, extract_to: Path | None) -> ImageDataset:
-    _check_zip(zip_path)
+    check_zip(zip_path)
     target = Path(extract_to) if extract_to is not None else Path(tempfile.mkdtemp(prefix="workbench-zip-"))
     try:
         _extract_zip(zip_path, target)
@@ -221,8 +244,9 @@ def _open_zip(zip_path: Path, source: str, val_fraction: float, seed: int, extra
         raise
 
 
-def _check_zip(zip_path: Path) -> None:
-    """Refuse the whole zip if any member could escape the target folder or blow up in size."""
+def check_zip(zip_path: Path, remedy: str = "Re-create the zip from the dataset folder itself.") -> None:
+    """Refuse the whole zip (DataError ending with `remedy`) if any member could escape the folder it is extracted
+    into or blow up in size. Nothing is extracted here."""
     members = _zip_members(zip_path)
     if len(members) > MAX_ZIP_MEMBERS:
         raise DataError(f"Zip '{zip_path}' holds {len(members)} entries, more than the {MAX_ZIP_MEMBERS} allowed. "
@@ -235,7 +259,7 @@ def _check_zip(zip_path: Path) -> None:
         problem = _unsafe_member(info)
         if problem:
             raise DataError(f"Zip '{zip_path}' was refused: member '{info.filename}' {problem}. Nothing was "
-                            "extracted. Re-create the zip from the dataset folder itself.")
+                            f"extracted. {remedy}")
 
 
 def _zip_members(zip_path: Path) -> list[zipfile.ZipInfo]:
@@ -621,9 +645,7 @@ class ImageCache:
                     progress(done, total)
 
     def _load(self, path: Path) -> torch.Tensor:
-        img = _load_rgb(path, (self.size, self.size))
-        square = ImageOps.fit(img, (self.size, self.size), method=Image.Resampling.BICUBIC)
-        return pil_to_tensor(square).contiguous()
+        return decode_resized(path, self.size)
 
 
 # --- augmentation presets -----------------------------------------------------------------------------------------

@@ -353,6 +353,7 @@ class Run:
             status, error, hint = "failed", f"{type(e).__name__}: {e}", failure_hint(e)
             final = self.metrics[-1] if self.metrics else {}
         matrix = final.get("confusion_matrix")
+        last = self.metrics[-1] if self.metrics else {}
         trainable, total = trainable_parameter_count(p.model)
         self.summary = {
             "status": status,
@@ -365,12 +366,14 @@ class Run:
             "class_names": p.dataset.class_names,
             "confusion_matrix": matrix,
             "per_class": per_class_report(matrix, p.dataset.class_names) if matrix else None,
-            "trainable_params": self.info.get("trainable_params", trainable),
+            # gradual unfreezing changes these epoch by epoch: the record keeps where the run ended
+            "trainable_params": last.get("trainable_params", self.info.get("trainable_params", trainable)),
+            "frozen_groups": last.get("frozen_groups", p.frozen_groups),
             "total_params": total,
             "pretrained": p.weights.to_dict(),
             "train_seconds": round(seconds, 2),
             "feature_seconds": trainer.feature_seconds,
-            "images_per_s": _mean([m["images_per_s"] for m in self.metrics if m.get("images_per_s")]),
+            "images_per_s": self._backbone_images_per_s(p, trainer),
             "peak_memory_mb": round(peak_memory_mb(device), 1),
             "device": device.type,
         }
@@ -378,6 +381,15 @@ class Run:
         self.status, self.error, self.hint, self.phase = status, error, hint, status
         self._emit(status, summary=self.summary, error=error, hint=hint)
         self._done.set()
+
+
+    def _backbone_images_per_s(self, p: Prepared, trainer: _Trainer) -> float | None:
+        """Images per second through the backbone: the training epochs' mean, or for a linear probe its one
+        feature-extraction pass (its head epochs run on cached features and say nothing about the backbone)."""
+        if p.strategy.caches_features:
+            images = len(p.dataset.train) + len(p.dataset.val)
+            return round(images / trainer.feature_seconds, 2) if trainer.feature_seconds else None
+        return _mean([m["images_per_s"] for m in self.metrics if m.get("images_per_s")])
 
 
 def _mean(values: list[float]) -> float | None:

@@ -1,0 +1,163 @@
+"""Predict & export: try a trained model on new pictures, take it out of the workbench as one zip, or bring an
+exported model back in. Predictions, exports and imports are done by `workbench.predict` and `workbench.export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui_common import RUN_ID, get_registry
+from workbench import charts
+from workbench.data import IMAGE_EXTENSIONS, DataError
+from workbench.export import ExportError, cached_export, existing_export, import_upload, read_report
+from workbench.predict import Predictor
+from workbench.runs import MODEL_FILE, RunRecord
+
+PICKED = "predict_run"  # session key: the run id chosen on this page
+IMPORT_MESSAGE = "predict_import_message"  # session key: (kind, text) left by the import callback
+IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+TOP_K = 3
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def get_predictor(run_dir: str, model_time: float) -> Predictor:
+    """One loaded model per run and weights file, shared by every session (predicting does not change it)."""
+    return Predictor.from_run(run_dir)
+
+
+def runs_with_model() -> list[RunRecord]:
+    """Every run that has ended with a saved model (imported ones included), newest first."""
+    return [record for record in get_registry().records() if record.summary and record.has_model]
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Which model
+
+
+def run_label(record: RunRecord, labels: dict[str, str]) -> str:
+    accuracy = (record.summary or {}).get("val_accuracy")
+    scored = f" · {accuracy:.0%} right on validation" if accuracy is not None else ""
+    return f"{labels[record.id]}{scored}"
+
+
+def run_ui(records: list[RunRecord]) -> RunRecord | None:
+    """The chosen run: the one picked here before, else the Train page's, else the newest."""
+    if not records:
+        st.info("No trained model yet. Train one on the **Train** page (the sample data trains in about a minute), "
+                "or bring in a model exported earlier with **Import a model zip** below.")
+        return None
+    by_id = {record.id: record for record in records}
+    if st.session_state.get(PICKED) not in by_id:
+        st.session_state[PICKED] = st.session_state.get(RUN_ID) if st.session_state.get(RUN_ID) in by_id \
+            else records[0].id
+    labels = charts.run_labels(records)
+    run_id = st.selectbox("Model", list(by_id), key=PICKED, format_func=lambda i: run_label(by_id[i], labels),
+                          help="Every run that finished (or was stopped) with a saved model, newest first.")
+    return by_id[run_id]
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Predictions
+
+
+def images_ui() -> list:
+    """The uploaded pictures, and the photo if one was taken."""
+    uploads = st.file_uploader("Pictures to classify", type=IMAGE_TYPES, accept_multiple_files=True,
+                               key="predict_uploads", help="Pictures the model has never seen work best as a test.")
+    with st.expander("📷 Take a photo with the camera"):
+        photo = st.camera_input("Photo", key="predict_camera", label_visibility="collapsed")
+    return [*(uploads or []), *([photo] if photo is not None else [])]
+
+
+def prediction_ui(predictor: Predictor, image) -> None:
+    """One picture next to its most likely classes."""
+    try:
+        top = predictor.predict([image], TOP_K)[0]
+    except DataError as error:
+        st.error(str(error))
+        return
+    left, right = st.columns([1, 2])
+    left.image(image, caption=getattr(image, "name", None), width=200)
+    with right:
+        best, probability = top[0]
+        st.markdown(f"**{best}** ({probability:.0%} sure)")
+        for name, probability in top:
+            st.progress(probability, text=f"{name}: {probability:.1%}")
+
+
+def predict_ui(record: RunRecord) -> None:
+    st.subheader("Try it on new pictures")
+    names = ", ".join((record.summary or {}).get("class_names") or record.config.get("class_names") or [])
+    st.caption(f"The model chooses between: {names}. It always picks one of these, even for a picture of something "
+               "else, so a low percentage means it is unsure.")
+    images = images_ui()
+    if not images:
+        return
+    predictor = get_predictor(str(record.dir), (record.dir / MODEL_FILE).stat().st_mtime)
+    for image in images:
+        with st.container(border=True):
+            prediction_ui(predictor, image)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Export and import
+
+
+def export_ui(record: RunRecord) -> None:
+    st.subheader("Take the model with you")
+    st.caption("One zip with the trained weights, a small `predict.py` that runs anywhere with Python (torch, timm, "
+               "pillow and safetensors), a README and a TorchScript copy of the model.")
+    path = existing_export(record.dir)
+    if path is None:
+        if not st.button("Prepare the download", key="export", type="primary"):
+            return
+        with st.spinner("Packing the model and checking the TorchScript copy on the validation pictures…"):
+            path = cached_export(record.dir)
+    report = read_report(path)
+    if report.agreement == 1.0:
+        st.success(report.sentence(), icon="✅")
+    elif report.checked:
+        st.warning(f"{report.sentence()} Use `predict.py` (the safetensors model) rather than the TorchScript copy.")
+    else:
+        st.info(report.sentence())
+    st.download_button("Download the model (.zip)", data=path.read_bytes(), file_name=f"{record.id}.zip",
+                       mime="application/zip", key="download", type="primary")
+
+
+def import_model() -> None:
+    """Callback of the Import button: runs before the page is drawn, so the new run can be selected at once."""
+    upload = st.session_state.get("import_zip")
+    if upload is None:
+        return
+    try:
+        run_dir = import_upload(upload.name, upload.getvalue(), get_registry().runs_dir)
+    except (ExportError, DataError) as error:
+        st.session_state[IMPORT_MESSAGE] = ("error", str(error))
+        return
+    st.session_state[PICKED] = Path(run_dir).name
+    st.session_state[IMPORT_MESSAGE] = ("success", f"Imported **{upload.name}**: it is selected above.")
+
+
+def import_ui(expanded: bool) -> None:
+    with st.expander("Import a model zip", expanded=expanded or IMPORT_MESSAGE in st.session_state):
+        st.caption("A zip made by **Take the model with you** (here or on another computer) becomes a model you can "
+                   "try on this page. Its weights are checked before it is added.")
+        st.file_uploader("Model zip", type=["zip"], key="import_zip")
+        st.button("Import", key="import", on_click=import_model)
+        kind, text = st.session_state.pop(IMPORT_MESSAGE, (None, None))
+        if kind == "error":
+            st.error(text)
+        elif kind == "success":
+            st.success(text)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+
+st.title("5 · Predict & export")
+st.caption("Show the trained model new pictures and see what it thinks, then take it with you as one zip file.")
+chosen = run_ui(runs_with_model())
+if chosen is not None:
+    predict_ui(chosen)
+    export_ui(chosen)
+import_ui(expanded=chosen is None)

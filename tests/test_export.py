@@ -1,0 +1,130 @@
+"""Export a run's model as a zip that works without the workbench, and import such a zip back as a run."""
+
+# The trained run and its export are fixtures of test_predict.py, imported and then named as test arguments.
+# ruff: noqa: F401, F811
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench import runs
+from workbench.data import DataError
+from workbench.export import (
+    EXPORT_FILE,
+    ExportError,
+    cached_export,
+    existing_export,
+    export_zip,
+    import_upload,
+    import_zip,
+    read_report,
+)
+from workbench.predict import Predictor
+
+from .conftest import SHAPES
+from .test_predict import exported, tiny_run
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+
+
+def _copy_zip(source: Path, dest: Path, extra: dict[str, bytes] | None = None, drop: tuple[str, ...] = ()) -> Path:
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(dest, "w") as out:
+        for name in src.namelist():
+            if name not in drop:
+                out.writestr(name, src.read(name))
+        for name, data in (extra or {}).items():
+            out.writestr(name, data)
+    return dest
+
+
+def test_zip_holds_the_model_its_description_and_a_torchscript_copy_that_agrees(exported, tiny_run):
+    names = set(zipfile.ZipFile(exported).namelist())
+    assert names == {"model.safetensors", "model.json", "predict.py", "README.txt", "model.torchscript.pt",
+                     "export_report.json"}
+    info = json.loads(zipfile.ZipFile(exported).read("model.json"))
+    assert info["backbone"] == "test_resnet"
+    assert info["class_names"] == ["circle", "cross", "square", "star", "triangle"]
+    assert {"image_size", "crop_pct", "mean", "std", "interpolation"} <= set(info["preprocessing"])
+    report = read_report(exported)
+    assert report.torchscript and report.checked == 50 and report.same_top1 == 50 and report.agreement == 1.0
+    assert "same top-1 on 50/50" in zipfile.ZipFile(exported).read("README.txt").decode()
+
+
+def test_the_standalone_script_gives_the_same_top1_as_the_workbench(exported, tiny_run, tmp_path):
+    folder = tmp_path / "unzipped"
+    zipfile.ZipFile(exported).extractall(folder)
+    images = [SHAPES / name / f"{name}_002.jpg" for name in ("circle", "cross", "square", "star", "triangle")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # it must not need the workbench
+
+    done = subprocess.run([sys.executable, "predict.py", *map(str, images)], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    expected = Predictor.from_run(tiny_run).predict(images)
+    for path, line, top in zip(images, lines, expected, strict=True):
+        assert line.startswith(f"{path}: {top[0][0]} ")
+        assert line.count("%") == 3
+
+
+def test_import_round_trips_predictions_and_is_listed_as_an_imported_run(exported, tiny_run, tmp_path):
+    runs_dir = tmp_path / "runs"
+    run_dir = import_zip(exported, runs_dir)
+
+    record = runs.list_runs(runs_dir)[0]
+    assert record.dir == run_dir and record.has_model
+    assert record.config["strategy"] == "imported" and record.summary["imported"] is True
+    assert record.summary["val_accuracy"] == runs.load_run(tiny_run).summary["val_accuracy"]
+    paths = sorted(SHAPES.glob("*/*_01*.jpg"))
+    assert torch.equal(Predictor.from_run(run_dir).logits(paths), Predictor.from_run(tiny_run).logits(paths))
+    assert "not checked" in read_report(export_zip(run_dir, tmp_path / "again.zip")).sentence()
+
+
+def test_a_browser_upload_is_imported_under_its_own_name(exported, tmp_path):
+    run_dir = import_upload("../../my model.zip", exported.read_bytes(), tmp_path / "runs")
+    assert run_dir.parent == tmp_path / "runs"
+    assert runs.load_run(run_dir).config["imported_from"] == "my model.zip"
+
+
+@pytest.mark.parametrize("bad_name", ["../x", "folder/../../x", "/tmp/x"])
+def test_a_zip_with_a_member_outside_itself_is_refused(exported, tmp_path, bad_name):
+    evil = _copy_zip(exported, tmp_path / "evil.zip", extra={bad_name: b"evil"})
+    with pytest.raises(DataError, match="was refused"):
+        import_zip(evil, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_zip_without_weights_with_weights_that_do_not_fit_or_a_backbone_from_elsewhere_is_refused(exported, tmp_path):
+    no_weights = _copy_zip(exported, tmp_path / "no_weights.zip", drop=("model.safetensors",))
+    with pytest.raises(ExportError, match="weights are missing"):
+        import_zip(no_weights, tmp_path / "runs")
+    info = json.loads(zipfile.ZipFile(exported).read("model.json"))
+    info["class_names"] = ["a", "b", "c"]
+    wrong = _copy_zip(exported, tmp_path / "wrong.zip", extra={"model.json": json.dumps(info).encode()},
+                      drop=("model.json",))
+    with pytest.raises(ExportError, match="do not fit a test_resnet with 3 classes"):
+        import_zip(wrong, tmp_path / "runs")
+    info["backbone"] = "hf-hub:someone/something"
+    elsewhere = _copy_zip(exported, tmp_path / "hub.zip", extra={"model.json": json.dumps(info).encode()},
+                          drop=("model.json",))
+    with pytest.raises(ExportError, match="Unknown backbone 'hf-hub:someone/something'"):
+        import_zip(elsewhere, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_export_kept_in_the_run_directory_is_reused_until_the_model_changes(exported, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / runs.MODEL_FILE).write_bytes(b"weights")
+    (run_dir / EXPORT_FILE).write_bytes(exported.read_bytes())
+    assert existing_export(run_dir) == cached_export(run_dir) == run_dir / EXPORT_FILE
+    os.utime(run_dir / runs.MODEL_FILE, (1e10, 1e10))  # the model was saved again after the export
+    assert existing_export(run_dir) is None

@@ -1,0 +1,385 @@
+"""Take a trained model out of the workbench, and bring one back in.
+
+`export_zip(run_dir, dest)` writes one zip that works without the workbench: the weights (safetensors), `model.json`
+(backbone, classes, preprocessing), a small `predict.py` that needs only torch, timm, pillow and safetensors, a
+README, a TorchScript copy when tracing works (checked against the original on the run's validation images) and
+`export_report.json` with the outcome of that check. `import_zip(zip_path, runs_dir)` turns such a zip into a run
+directory the app can list and predict with. Nothing is ever unpickled: weights are read only through safetensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+
+from . import runs
+from .backbones import BackboneError, check_backbone_name
+from .data import RESIZE_METHOD, DataError, check_zip
+from .predict import Predictor, resize_size, validation_images
+
+EXPORT_FILE = "export.zip"
+"""Where the app keeps a run's export, inside its run directory (built once, reused while the model is unchanged)."""
+FORMAT = "workbench-model/1"
+WEIGHTS_MEMBER = runs.MODEL_FILE
+INFO_MEMBER = "model.json"
+SCRIPT_MEMBER = "predict.py"
+README_MEMBER = "README.txt"
+TORCHSCRIPT_MEMBER = "model.torchscript.pt"
+REPORT_MEMBER = "export_report.json"
+IMPORTED = "imported"  # the strategy name an imported run is recorded under
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported, or a zip that cannot be imported; the message says what to do."""
+
+
+@dataclass
+class ExportReport:
+    """How the export went; the TorchScript copy is only trusted if it gives the original's top-1 answers."""
+
+    run_id: str
+    torchscript: bool
+    """A TorchScript copy is in the zip."""
+    torchscript_error: str | None = None
+    """Why tracing failed, when it did."""
+    same_top1: int | None = None
+    """Validation images on which the TorchScript copy and the original give the same top-1 class."""
+    checked: int | None = None
+    """Validation images compared (None: not checked)."""
+    not_checked_because: str | None = None
+
+    @property
+    def agreement(self) -> float | None:
+        return self.same_top1 / self.checked if self.checked else None
+
+    def sentence(self) -> str:
+        """One plain line for the page, the CLI and the README."""
+        if not self.torchscript:
+            return f"TorchScript: not exported ({self.torchscript_error}). The safetensors model works as usual."
+        if not self.checked:
+            return f"TorchScript: exported, not checked ({self.not_checked_because})."
+        return f"TorchScript: same top-1 on {self.same_top1}/{self.checked} validation images."
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "agreement": self.agreement, "sentence": self.sentence()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ExportReport:
+        return cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export
+
+
+def export_zip(run_dir: str | Path, dest: str | Path) -> Path:
+    """Write the run's model as a self-contained zip at `dest` (replaced whole, never left half-written)."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    predictor = Predictor.from_run(run_dir)
+    record = runs.load_run(run_dir)
+    scripted, report = torchscript_copy(predictor, run_dir)
+    members = {
+        WEIGHTS_MEMBER: (run_dir / runs.MODEL_FILE).read_bytes(),
+        INFO_MEMBER: json.dumps(exported_info(predictor.info, record), indent=2),
+        SCRIPT_MEMBER: PREDICT_SCRIPT,
+        README_MEMBER: readme(predictor.info, record, report),
+        REPORT_MEMBER: json.dumps(report.to_dict(), indent=2),
+    }
+    if scripted is not None:
+        members[TORCHSCRIPT_MEMBER] = scripted
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    os.replace(partial, dest)
+    return dest
+
+
+def existing_export(run_dir: str | Path) -> Path | None:
+    """The export kept in the run's directory, if there is one at least as new as the model."""
+    dest, model = Path(run_dir) / EXPORT_FILE, Path(run_dir) / runs.MODEL_FILE
+    if dest.exists() and model.exists() and dest.stat().st_mtime >= model.stat().st_mtime:
+        return dest
+    return None
+
+
+def cached_export(run_dir: str | Path) -> Path:
+    """The run's export kept in its directory: built now unless an up-to-date one is already there."""
+    return existing_export(run_dir) or export_zip(run_dir, Path(run_dir) / EXPORT_FILE)
+
+
+def read_report(zip_path: str | Path) -> ExportReport:
+    with zipfile.ZipFile(zip_path) as zf:
+        return ExportReport.from_dict(json.loads(zf.read(REPORT_MEMBER)))
+
+
+def exported_info(info: dict, record: runs.RunRecord) -> dict:
+    """model.json of an export: what a stranger needs to rebuild the model and feed it images."""
+    summary = record.summary or {}
+    return {
+        "format": FORMAT,
+        "backbone": info["backbone"],
+        "class_names": info["class_names"],
+        "preprocessing": {
+            "image_size": info["image_size"],
+            "resize_to": resize_size(info),
+            "crop_pct": info.get("crop_pct"),
+            "mean": info["mean"],
+            "std": info["std"],
+            # training always resizes this way, whatever the backbone's own pretrained config prefers
+            "interpolation": RESIZE_METHOD.name.lower(),
+        },
+        "trained": {
+            "run_id": record.id,
+            "strategy": record.config.get("strategy"),
+            "dataset": Path(record.config["data"]).name if record.config.get("data") else None,
+            "val_accuracy": summary.get("val_accuracy"),
+            "timm_version": timm.__version__,
+        },
+    }
+
+
+def torchscript_copy(predictor: Predictor, run_dir: Path) -> tuple[bytes | None, ExportReport]:
+    """The model traced to TorchScript (eval mode), and how often it agrees with the original on validation images."""
+    run_id = run_dir.name
+    size = predictor.info["image_size"]
+    example = torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(predictor.model, example)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    except Exception as e:  # noqa: BLE001 - some architectures do not trace; the safetensors export still works
+        return None, ExportReport(run_id, torchscript=False, torchscript_error=f"{type(e).__name__}: {e}")
+    scripted = buffer.getvalue()
+    # Compare the copy as it will be loaded from the zip, not the object in memory.
+    reloaded = torch.jit.load(io.BytesIO(scripted), map_location=predictor.device).eval()
+    try:
+        with validation_images(run_dir) as samples:
+            same, total = top1_agreement(predictor, reloaded, [s.path for s in samples])
+    except (DataError, ValueError) as e:
+        return scripted, ExportReport(run_id, torchscript=True, not_checked_because=str(e))
+    return scripted, ExportReport(run_id, torchscript=True, same_top1=same, checked=total)
+
+
+@torch.inference_mode()
+def top1_agreement(predictor: Predictor, other: torch.nn.Module, images: list[Path]) -> tuple[int, int]:
+    """(images where `other` gives the predictor's top-1 class, images compared), on identical inputs."""
+    same = 0
+    for batch in predictor.batches(images):
+        same += int((predictor.model(batch).argmax(1) == other(batch).argmax(1)).sum())
+    return same, len(images)
+
+
+def readme(info: dict, record: runs.RunRecord, report: ExportReport) -> str:
+    accuracy = (record.summary or {}).get("val_accuracy")
+    measured = f"Validation accuracy when it was trained: {accuracy:.1%}.\n" if accuracy is not None else ""
+    return README.format(backbone=info["backbone"], classes=", ".join(info["class_names"]), run_id=record.id,
+                         measured=measured, size=info["image_size"], resize_to=resize_size(info),
+                         torchscript=report.sentence())
+
+
+README = """\
+An image classifier exported from the Transfer Learning Workbench (run {run_id}).
+
+Backbone: {backbone}
+Classes: {classes}
+{measured}
+What is inside
+  model.safetensors     the trained weights (safetensors: plain numbers, no code)
+  model.json            the backbone name, the class names and how to prepare an image
+  predict.py            a small program that classifies images with the model
+  model.torchscript.pt  the same model as TorchScript, when it could be made (see below)
+  export_report.json    how the TorchScript copy compared with the original
+
+Classify images
+  pip install torch timm pillow safetensors
+  python predict.py photo1.jpg photo2.png
+It prints the three most likely classes of each image with their probabilities.
+
+How images are prepared (predict.py does this for you)
+  RGB, shorter side resized to {resize_to} px (bicubic), centre crop of {size} x {size} px, then each channel
+  normalised with the mean and std in model.json. Other preparation gives other (worse) answers.
+
+TorchScript
+  {torchscript}
+  model = torch.jit.load("model.torchscript.pt") takes a float batch [N, 3, {size}, {size}], prepared as above,
+  and returns one score per class (softmax gives probabilities). It needs torch only, not timm.
+"""
+
+PREDICT_SCRIPT = '''\
+"""Classify images with a model exported from the Transfer Learning Workbench.
+
+usage: python predict.py IMAGE [IMAGE ...]
+needs: pip install torch timm pillow safetensors
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import timm
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent
+TOP_K = 3
+
+
+def load_model():
+    info = json.loads((HERE / "model.json").read_text())
+    model = timm.create_model(info["backbone"], pretrained=False, num_classes=len(info["class_names"]))
+    model.load_state_dict(load_file(str(HERE / "model.safetensors")))
+    return model.eval(), info
+
+
+def prepare(path, prep):
+    """As in training: RGB, shorter side resized (bicubic), centre crop, normalised: a [3, size, size] tensor."""
+    size, resize_to = prep["image_size"], prep["resize_to"]
+    with Image.open(path) as img:
+        img.draft("RGB", (resize_to, resize_to))  # JPEGs decode at reduced scale, as the workbench does
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+            img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
+        img = img.convert("RGB")
+    img = ImageOps.fit(img, (resize_to, resize_to), method=Image.Resampling.BICUBIC)
+    left = top = round((resize_to - size) / 2)
+    img = img.crop((left, top, left + size, top + size))
+    pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
+    mean = torch.tensor(prep["mean"]).view(3, 1, 1) * 255
+    std = torch.tensor(prep["std"]).view(3, 1, 1) * 255
+    return (pixels.float() - mean) / std
+
+
+def main(paths):
+    if not paths:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    model, info = load_model()
+    failed = 0
+    for path in paths:
+        try:
+            batch = prepare(path, info["preprocessing"]).unsqueeze(0)
+        except (OSError, ValueError) as e:
+            print(f"{path}: cannot read this image ({e})", file=sys.stderr)
+            failed += 1
+            continue
+        with torch.no_grad():
+            probabilities = model(batch).softmax(dim=1)[0]
+        top = probabilities.topk(min(TOP_K, len(probabilities)))
+        best = [f"{info['class_names'][i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist())]
+        print(f"{path}: " + " · ".join(best))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Import
+
+
+def import_zip(zip_path: str | Path, runs_dir: str | Path) -> Path:
+    """Turn an exported zip into a new run directory under `runs_dir` (marked "imported") and return it.
+
+    The zip is checked like a dataset zip before anything is read; only model.json and model.safetensors are read
+    from it (anything else, the TorchScript copy included, is ignored), and the weights must fit the backbone."""
+    zip_path = Path(zip_path)
+    check_zip(zip_path, remedy="Use the zip exactly as the workbench exported it.")
+    exported, weights = _read_export(zip_path)
+    info = _run_info(exported, zip_path)
+    _check_weights_fit(info, weights, zip_path)
+    run_dir = Path(runs_dir) / runs.new_run_id(IMPORTED, info["backbone"])
+    run_dir.mkdir(parents=True)
+    (run_dir / runs.MODEL_FILE).write_bytes(weights)
+    runs.write_json(run_dir / runs.MODEL_INFO_FILE, info)
+    trained = exported.get("trained") or {}
+    runs.write_json(run_dir / runs.SUMMARY_FILE, {
+        "status": "finished", IMPORTED: True, "error": None, "hint": None,
+        "val_accuracy": trained.get("val_accuracy"), "class_names": info["class_names"],
+        "pretrained": {"description": f"imported from {zip_path.name}"},
+    })
+    # config.json last: a run directory is listed once it has one, and by then everything else is in place
+    runs.write_json(run_dir / runs.CONFIG_FILE, {
+        "data": None, "backbone": info["backbone"], "strategy": IMPORTED, "image_size": info["image_size"],
+        "class_names": info["class_names"], "imported_from": zip_path.name, "trained": trained,
+        "created": time.time(),
+    })
+    return run_dir
+
+
+def import_upload(name: str, data: bytes, runs_dir: str | Path) -> Path:
+    """`import_zip` for a zip uploaded in the browser (its file name is kept for messages and the run record)."""
+    with tempfile.TemporaryDirectory(prefix="workbench-import-") as scratch:
+        base = PurePosixPath(name.replace("\\", "/")).name
+        path = Path(scratch) / (base if base not in ("", ".", "..") else "model.zip")
+        path.write_bytes(data)
+        return import_zip(path, runs_dir)
+
+
+def _read_export(zip_path: Path) -> tuple[dict, bytes]:
+    """(model.json, the weights' bytes), found at the top of the zip or inside one folder (a re-zipped export)."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            found = [n for n in zf.namelist() if PurePosixPath(n).name == INFO_MEMBER]
+            if len(found) != 1:
+                raise ExportError(f"'{zip_path.name}' is not a model exported by the workbench: it holds "
+                                  f"{len(found) or 'no'} {INFO_MEMBER}. Export the model again from the app.")
+            folder = PurePosixPath(found[0]).parent
+            weights_name = str(folder / WEIGHTS_MEMBER) if str(folder) != "." else WEIGHTS_MEMBER
+            if weights_name not in zf.namelist():
+                raise ExportError(f"'{zip_path.name}' has no {WEIGHTS_MEMBER} next to its {INFO_MEMBER}: the "
+                                  "weights are missing. Export the model again from the app.")
+            return json.loads(zf.read(found[0])), zf.read(weights_name)
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"'{zip_path.name}' cannot be read as a model export ({e}). Export the model again.") \
+            from None
+
+
+def _run_info(exported: dict, zip_path: Path) -> dict:
+    """The run's model.json (see runs.load_model) from an export's."""
+    try:
+        prep = exported["preprocessing"]
+        info = {"backbone": str(exported["backbone"]), "class_names": [str(c) for c in exported["class_names"]],
+                "image_size": int(prep["image_size"]), "mean": [float(v) for v in prep["mean"]],
+                "std": [float(v) for v in prep["std"]], "crop_pct": prep.get("crop_pct"),
+                "interpolation": prep.get("interpolation")}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"'{zip_path.name}': its {INFO_MEMBER} is incomplete or damaged ({e!r} is wrong or "
+                          "missing). Export the model again from the app.") from None
+    if len(info["class_names"]) < 2 or len(info["mean"]) != 3 or len(info["std"]) != 3:
+        raise ExportError(f"'{zip_path.name}': its {INFO_MEMBER} needs at least 2 class names and 3 mean and std "
+                          "values. Export the model again from the app.")
+    return info
+
+
+def _check_weights_fit(info: dict, weights: bytes, zip_path: Path) -> None:
+    """Build the backbone and load the weights into it, so a broken zip fails here and not on the Predict page."""
+    try:
+        check_backbone_name(info["backbone"])  # a registered timm name only: never a hub or file reference
+    except BackboneError as e:
+        raise ExportError(f"'{zip_path.name}': {e}") from None
+    try:
+        state = load_safetensors(weights)
+        model = timm.create_model(info["backbone"], pretrained=False, num_classes=len(info["class_names"]))
+        model.load_state_dict(state)
+    except (SafetensorError, RuntimeError, KeyError) as e:
+        raise ExportError(f"'{zip_path.name}': the weights do not fit a {info['backbone']} with "
+                          f"{len(info['class_names'])} classes ({str(e).splitlines()[0]}). Export the model again "
+                          "from the app.") from None
