@@ -23,6 +23,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from workbench.backbones import create_backbone, data_config
+from workbench.backbones import backbone_info, create_backbone, data_config
 from workbench.config import RunConfig
 from workbench.data import ImageDataset, open_dataset
 from workbench.strategies import get_strategy
@@ -57,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=160, help="fine-tuning image size, both sides")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--probe-epochs", type=int, default=5, help="linear-probe epochs, both sides")
-    parser.add_argument("--probe-image-size", type=int, default=None, help="linear-probe size (default: native)")
+    parser.add_argument("--probe-image-size", type=int, default=None,
+                        help="linear-probe image size, both sides (default: the backbone's native size)")
     parser.add_argument("--plain-workers", type=int, default=0,
                         help="DataLoader workers of the plain loops (0: decoding is a small share of a compute-"
                              "bound CPU step, and on 2 cores workers only add fork and IPC cost)")
@@ -78,10 +80,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def code_version() -> str:
+    """The commit measured, marked '+changes' when workbench/ differs from it."""
+    def git(*command: str) -> str:
+        result = subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", "workbench") else "")
+
+
 def machine_info() -> dict:
     cuda = torch.cuda.is_available()
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "workbench_commit": code_version(),
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -94,6 +107,13 @@ def machine_info() -> dict:
     }
 
 
+def cpu_seconds() -> float:
+    """CPU time used so far by this process and its reaped children (DataLoader workers). Unlike wall time it
+    hardly moves when other jobs share the cores, so it separates "our code does less work" from "we got less CPU"."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
@@ -102,6 +122,30 @@ def phase_seconds(events: list[Event], end: float) -> dict[str, float]:
     """Seconds spent in each phase the engine announced (status events), the last one closed at `end`."""
     marks = [(e.data["phase"], e.time) for e in events if e.kind == "status"] + [("end", end)]
     return {phase: round(t_next - t, 2) for (phase, t), (_, t_next) in zip(marks, marks[1:], strict=False)}
+
+
+class EventLog:
+    """A run's events, each with the CPU time at its arrival (listeners are called in the training thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.cpu: list[float] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self.cpu.append(cpu_seconds())
+
+
+def engine_training_cpu(log: EventLog) -> float:
+    """CPU seconds from each epoch's start to its last training batch: the window of the engine's epoch timing."""
+    total, start, last = 0.0, None, None
+    for event, cpu in zip(log.events, log.cpu, strict=True):
+        if event.kind == "epoch_start":
+            total += (last - start) if start is not None else 0.0
+            start = last = cpu
+        elif event.kind == "batch" and event.data["phase"] == "training":
+            last = cpu
+    return total + ((last - start) if start is not None else 0.0)
 
 
 def engine_batch_rates(events: list[Event], num_train: int, batch_size: int) -> list[float]:
@@ -118,6 +162,11 @@ def engine_batch_rates(events: list[Event], num_train: int, batch_size: int) -> 
     return rates
 
 
+def probe_image_size(args: argparse.Namespace) -> int:
+    """Given to both sides explicitly: the engine's own default on a CPU is smaller than the native size."""
+    return args.probe_image_size or backbone_info(args.backbone).input_size
+
+
 def in_fresh_process(measure: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> dict:
     """Run one measurement in a new interpreter: cold caches for both sides alike, and a peak RSS of its own."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -128,17 +177,17 @@ def in_fresh_process(measure: Callable[[argparse.Namespace], dict], args: argpar
 # The workbench engine
 
 
-def run_engine(config: RunConfig) -> tuple[Run, float, list[Event]]:
+def run_engine(config: RunConfig) -> tuple[Run, float, EventLog]:
     """Train `config` in this thread: (run, wall seconds, its events)."""
     run = Run(config)
-    events: list[Event] = []
-    run.subscribe(events.append)
+    log = EventLog()
+    run.subscribe(log)
     start = time.perf_counter()
     run.run()
     wall = time.perf_counter() - start
     if run.status != "finished":
         raise RuntimeError(f"engine run {run.status}: {run.error}")
-    return run, wall, events
+    return run, wall, log
 
 
 def engine_fine_tune(args: argparse.Namespace) -> dict:
@@ -146,18 +195,19 @@ def engine_fine_tune(args: argparse.Namespace) -> dict:
         config = RunConfig(data=args.data, backbone=args.backbone, strategy="full", epochs=args.epochs,
                            image_size=args.image_size, batch_size=args.batch_size, augment="light", weights="auto",
                            device="cpu", seed=SEED, val_fraction=VAL_FRACTION, runs_dir=runs_dir)
-        run, wall, events = run_engine(config)
-    phases = phase_seconds(events, events[-1].time)
+        run, wall, log = run_engine(config)
+    phases = phase_seconds(log.events, log.events[-1].time)
     seconds = [m["seconds"] for m in run.metrics]
     images = [round(m["images_per_s"] * m["seconds"]) for m in run.metrics]
     decode = phases.get("decoding images", 0.0)
-    batch_rates = engine_batch_rates(events, run.info["num_train"], args.batch_size)
+    batch_rates = engine_batch_rates(log.events, run.info["num_train"], args.batch_size)
     return {
         "images": sum(images),
         "train_seconds": round(sum(seconds), 2),
         "images_per_s": round(sum(images) / sum(seconds), 2),
         "epoch_images_per_s": [m["images_per_s"] for m in run.metrics],
         "median_batch_images_per_s": round(statistics.median(batch_rates), 2),
+        "images_per_cpu_s": round(sum(images) / engine_training_cpu(log), 2),
         "decode_seconds": decode,
         "images_per_s_with_decode": round(sum(images) / (sum(seconds) + decode), 2),
         "wall_seconds": round(wall, 2),
@@ -171,13 +221,15 @@ def engine_fine_tune(args: argparse.Namespace) -> dict:
 def engine_probe(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as runs_dir:
         config = RunConfig(data=args.data, backbone=args.backbone, strategy="linear_probe", epochs=args.probe_epochs,
-                           image_size=args.probe_image_size, batch_size=args.batch_size, weights="auto", device="cpu",
+                           image_size=probe_image_size(args), batch_size=args.batch_size, weights="auto", device="cpu",
                            seed=SEED, val_fraction=VAL_FRACTION, runs_dir=runs_dir)
-        run, wall, events = run_engine(config)
+        start_cpu = cpu_seconds()
+        run, wall, log = run_engine(config)
     return {
         "seconds_to_result": round(wall, 2),
+        "cpu_seconds_to_result": round(log.cpu[-1] - start_cpu, 2),
         "image_size": run.info["resolved"]["image_size"],
-        "phases": phase_seconds(events, events[-1].time),
+        "phases": phase_seconds(log.events, log.events[-1].time),
         "val_acc": run.summary["val_accuracy"],
         "weights": run.summary["pretrained"]["description"],
         "peak_rss_mb": peak_rss_mb(),
@@ -253,12 +305,13 @@ def plain_fine_tune(args: argparse.Namespace) -> dict:
     train_set, val_set = split_folders(split, train_transform, eval_transform(cfg, args.image_size))
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.plain_workers)
     optimizer = torch.optim.AdamW(model.parameters(), lr=get_strategy("full").default_lr, weight_decay=0.01)
-    images, seconds, batch_rates = [], [], []
+    images, seconds, batch_rates, cpu = [], [], [], 0.0
     for _ in range(args.epochs):
         model.train()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
         batch_rates += train_epoch(model, loader, optimizer)
         seconds.append(time.perf_counter() - start)
+        cpu += cpu_seconds() - start_cpu
         images.append(len(train_set))
     val_loader = DataLoader(val_set, batch_size=args.batch_size, num_workers=args.plain_workers)
     return {
@@ -267,6 +320,7 @@ def plain_fine_tune(args: argparse.Namespace) -> dict:
         "images_per_s": round(sum(images) / sum(seconds), 2),
         "epoch_images_per_s": [round(n / s, 2) for n, s in zip(images, seconds, strict=True)],
         "median_batch_images_per_s": round(statistics.median(batch_rates), 2),
+        "images_per_cpu_s": round(sum(images) / cpu, 2),
         "val_acc": accuracy(model, val_loader),
         "workers": args.plain_workers,
         "peak_rss_mb": peak_rss_mb(),
@@ -276,14 +330,14 @@ def plain_fine_tune(args: argparse.Namespace) -> dict:
 def plain_probe(args: argparse.Namespace) -> dict:
     torch.manual_seed(SEED)
     split = engine_split(args)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), cpu_seconds()
     model, cfg = plain_model(args, len(split.class_names))
     for param in model.parameters():
         param.requires_grad = False
     head = model.get_classifier()
     for param in head.parameters():
         param.requires_grad = True
-    image_size = args.probe_image_size or cfg["input_size"][-1]
+    image_size = probe_image_size(args)
     # No augmentation: features that are cached cannot be augmented, so both sides see the same centre crop.
     transform = eval_transform(cfg, image_size)
     train_set, val_set = split_folders(split, transform, transform)
@@ -295,6 +349,7 @@ def plain_probe(args: argparse.Namespace) -> dict:
     val_acc = accuracy(model, DataLoader(val_set, batch_size=args.batch_size, num_workers=args.plain_workers))
     return {
         "seconds_to_result": round(time.perf_counter() - start, 2),
+        "cpu_seconds_to_result": round(cpu_seconds() - start_cpu, 2),
         "image_size": image_size,
         "val_acc": val_acc,
         "workers": args.plain_workers,
@@ -337,6 +392,10 @@ def summarize(results: dict) -> dict:
             "plain_images_per_s": median_of(pairs, "plain", "images_per_s"),
             "engine_median_batch_images_per_s": median_of(pairs, "engine", "median_batch_images_per_s"),
             "plain_median_batch_images_per_s": median_of(pairs, "plain", "median_batch_images_per_s"),
+            "engine_images_per_cpu_s": median_of(pairs, "engine", "images_per_cpu_s"),
+            "plain_images_per_cpu_s": median_of(pairs, "plain", "images_per_cpu_s"),
+            "ratio_per_cpu_s": round(statistics.median(
+                p["engine"]["images_per_cpu_s"] / p["plain"]["images_per_cpu_s"] for p in pairs), 2),
             "ratio_median_batch": round(statistics.median(
                 p["engine"]["median_batch_images_per_s"] / p["plain"]["median_batch_images_per_s"] for p in pairs), 2),
             "ratio": round(statistics.median(p["engine"]["images_per_s"] / p["plain"]["images_per_s"]
@@ -355,6 +414,10 @@ def summarize(results: dict) -> dict:
             "plain_seconds": median_of(pairs, "plain", "seconds_to_result"),
             "speedup": round(statistics.median(p["plain"]["seconds_to_result"] / p["engine"]["seconds_to_result"]
                                                for p in pairs), 2),
+            "engine_cpu_seconds": median_of(pairs, "engine", "cpu_seconds_to_result"),
+            "plain_cpu_seconds": median_of(pairs, "plain", "cpu_seconds_to_result"),
+            "speedup_cpu": round(statistics.median(
+                p["plain"]["cpu_seconds_to_result"] / p["engine"]["cpu_seconds_to_result"] for p in pairs), 2),
             "engine_val_acc": median_of(pairs, "engine", "val_acc"),
             "plain_val_acc": median_of(pairs, "plain", "val_acc"),
             "engine_peak_rss_mb": median_of(pairs, "engine", "peak_rss_mb"),
@@ -367,7 +430,7 @@ def markdown(report: dict) -> str:
     m, a, s = report["machine"], report["args"], report["summary"]
     lines = [
         f"{m['date']} · {m['cpu']} · {m['cpu_cores']} cores ({m['torch_threads']} torch threads) · "
-        f"{m['gpu'] or 'no GPU'} · torch {m['torch']} · timm {m['timm']}",
+        f"{m['gpu'] or 'no GPU'} · torch {m['torch']} · timm {m['timm']} · workbench {m['workbench_commit']}",
         f"{a['backbone']} on {a['data']} · batch {a['batch_size']} · plain DataLoader workers {a['plain_workers']} · "
         f"median of {a['repeats']} alternating pair(s), each side in a fresh process",
         "",
@@ -384,6 +447,8 @@ def markdown(report: dict) -> str:
             f"{f['plain_images_per_s']} | {f['ratio_with_decode']:.2f}× |",
             f"| … per-batch median images/s (robust to load spikes) | {f['engine_median_batch_images_per_s']} | "
             f"{f['plain_median_batch_images_per_s']} | {f['ratio_median_batch']:.2f}× |",
+            f"| … training images per CPU-second (load-robust) | {f['engine_images_per_cpu_s']} | "
+            f"{f['plain_images_per_cpu_s']} | {f['ratio_per_cpu_s']:.2f}× |",
             f"| … val accuracy (sanity) | {f['engine_val_acc']:.1%} | {f['plain_val_acc']:.1%} | |",
             f"| … peak RSS (MB) | {f['engine_peak_rss_mb']:.0f} | {f['plain_peak_rss_mb']:.0f} | |",
         ]
@@ -393,6 +458,8 @@ def markdown(report: dict) -> str:
         lines += [
             f"| Linear probe, {a['probe_epochs']} epochs at {size}px: seconds to result | {p['engine_seconds']} | "
             f"{p['plain_seconds']} | **{p['speedup']:.1f}× faster** |",
+            f"| … CPU-seconds to result (load-robust) | {p['engine_cpu_seconds']} | {p['plain_cpu_seconds']} | "
+            f"{p['speedup_cpu']:.1f}× less |",
             f"| … val accuracy (sanity) | {p['engine_val_acc']:.1%} | {p['plain_val_acc']:.1%} | |",
             f"| … peak RSS (MB) | {p['engine_peak_rss_mb']:.0f} | {p['plain_peak_rss_mb']:.0f} | |",
         ]
@@ -402,10 +469,14 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # inherited by the measuring processes
     args = parse_args(argv)
-    started = time.perf_counter()
+    machine, started = machine_info(), time.perf_counter()
     results = {name: measure_pairs(args, name) for name in BENCHMARKS if name != args.skip}
+    if code_version() != machine["workbench_commit"]:
+        machine["workbench_commit_at_end"] = code_version()
+        print(f"warning: workbench/ changed during the benchmark ({machine['workbench_commit']} -> "
+              f"{machine['workbench_commit_at_end']}): measure again", file=sys.stderr)
     report = {
-        "machine": machine_info(),
+        "machine": machine,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "summary": summarize(results),
         "results": results,
