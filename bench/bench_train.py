@@ -80,14 +80,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git(*command: str) -> str:
+    return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+
 def code_version() -> str:
     """The commit measured, marked '+changes' when workbench/ differs from it."""
-    def git(*command: str) -> str:
-        result = subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True, check=False)
-        return result.stdout.strip()
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if _git("status", "--porcelain", "--", "workbench") else "")
 
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--", "workbench") else "")
+
+def engine_code() -> str:
+    """What the engine's code is, whatever else gets committed: the tree of workbench/ plus uncommitted edits."""
+    return _git("rev-parse", "HEAD:workbench") + _git("diff", "HEAD", "--", "workbench")
 
 
 def machine_info() -> dict:
@@ -469,9 +474,9 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # inherited by the measuring processes
     args = parse_args(argv)
-    machine, started = machine_info(), time.perf_counter()
+    machine, code, started = machine_info(), engine_code(), time.perf_counter()
     results = {name: measure_pairs(args, name) for name in BENCHMARKS if name != args.skip}
-    if code_version() != machine["workbench_commit"]:
+    if engine_code() != code:
         machine["workbench_commit_at_end"] = code_version()
         print(f"warning: workbench/ changed during the benchmark ({machine['workbench_commit']} -> "
               f"{machine['workbench_commit_at_end']}): measure again", file=sys.stderr)

@@ -330,7 +330,7 @@ def train_to_the_end(page: Page, timings: dict) -> str:
     timings["linear_probe_run_s"] = round(time.monotonic() - clicked, 2)
     wait_until(lambda: confusion_matrices(page), 30, "the confusion matrix")
     assert loss_points(page) > 1, figures(page)
-    expect(page.get_by_text("Validation accuracy")).to_be_visible()
+    expect(page.get_by_text("Validation accuracy", exact=True)).to_be_visible()
     checked(page, "05_train_finished.png")
     return run_id_in_url(page)
 
