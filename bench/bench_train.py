@@ -6,7 +6,7 @@ image size and starting weights.
    data loading included on both sides; also the engine's rate with its one-time decode counted in.
 2. Linear probe time to result: `Run(strategy="linear_probe")` (backbone once per image, head on cached features)
    against a frozen-backbone loop that runs the backbone forward on every batch of every epoch, then one val pass.
-   Both clocks run from nothing (dataset scan, model build) to a validation accuracy.
+   Both clocks run from building the model to a validation accuracy; the engine's also covers its dataset check.
 
 Every measurement runs in a fresh spawned process, so neither side inherits the other's warmed caches and each has
 its own peak RSS. With --repeats N the engine/plain pairs run N times in alternating order; medians are reported.
@@ -61,8 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-image-size", type=int, default=None,
                         help="linear-probe image size, both sides (default: the backbone's native size)")
     parser.add_argument("--plain-workers", type=int, default=0,
-                        help="DataLoader workers of the plain loops (0: decoding is a small share of a compute-"
-                             "bound CPU step, and on 2 cores workers only add fork and IPC cost)")
+                        help="DataLoader workers of the plain loops (0: on 2 cores, workers compete with the 2 "
+                             "compute threads instead of overlapping with them)")
     parser.add_argument("--repeats", type=int, default=1, help="engine/plain pairs per benchmark, order alternating")
     parser.add_argument("--skip", choices=["fine_tune", "probe"], help="leave one benchmark out")
     parser.add_argument("--json-out", type=Path, help="also write every number, the machine and the args here")
