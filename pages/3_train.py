@@ -17,7 +17,7 @@ from workbench.strategies import get_strategy
 
 DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}
 SAMPLE = "shapes"
-REFRESH_SECONDS = 1.0
+REFRESH_SECONDS = 2.0
 WEIGHTS_WORDS = {"bundled": "bundled with the workbench", "cached": "found in the local Hugging Face cache",
                  "download": "will be downloaded from the Hugging Face hub"}
 
