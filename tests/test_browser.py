@@ -4,7 +4,8 @@ A new user opens the app, picks the sample data and a strategy, clicks Train and
 bundled EfficientNet-Lite0 finish with its loss curves and confusion matrix; then starts a longer fine-tune, refreshes
 the browser mid-run (the page re-attaches to the live run), stops it, and finds both runs on Compare. Every page is
 checked for Streamlit's exception box and saved as a screenshot under artifacts/browser/ (git ignores artifacts/);
-the measured times go to artifacts/timings.json.
+the measured times go to artifacts/timings.json. A second test puts two users (two browser sessions) on the same
+server: the second user's run queues behind the first, and Stop stops only the run it belongs to.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ def chromium_page() -> Iterator[Page]:
             yield browser.new_page(viewport={"width": 1400, "height": 1000})
         finally:
             browser.close()
+
+
+def second_user(page: Page) -> Page:
+    """Another person's browser on the same server: a fresh browser context has its own cookies, hence its own
+    Streamlit session."""
+    return page.context.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
 
 
 @pytest.fixture(scope="module")
@@ -280,11 +287,11 @@ def choose_model(page: Page, strategy: str, numbers: dict[str, int] | None = Non
     page.get_by_text("Next: train →").wait_for(timeout=PAGE_S * 1000)
 
 
-def ready_to_train(page: Page, strategy: str, plan: str | None = None) -> Locator:
+def ready_to_train(page: Page, strategy: str, plan: str | None = None, button: str = "Train") -> Locator:
     """Open the Train page, check that it will run `strategy` on the backbone (and the `plan` line, if given), and
-    return its Train button."""
+    return its Train button (named "Queue another run" while some run trains)."""
     open_page(page, "3 · Train")
-    train = page.get_by_role("button", name="Train", exact=True)
+    train = page.get_by_role("button", name=button, exact=True)
     train.wait_for(timeout=PAGE_S * 1000)
     expect(page.get_by_text(f"Backbone: {BACKBONE}")).to_be_visible()
     expect(page.get_by_text(f"Strategy: {STRATEGIES[strategy].title}")).to_be_visible()
@@ -335,10 +342,11 @@ def train_to_the_end(page: Page, timings: dict) -> str:
     return run_id_in_url(page)
 
 
-def start_long_fine_tune(page: Page) -> str:
+def start_long_fine_tune(page: Page, screenshots: bool = True) -> str:
     """A full fine-tune with more epochs than it will get to: started, to be refreshed and stopped."""
     choose_model(page, "full", {"Image size (px)": 96, "Epochs": LONG_EPOCHS})
-    checked(page, "06_model_full.png")
+    if screenshots:
+        checked(page, "06_model_full.png")
     ready_to_train(page, "full", f"Epochs: {LONG_EPOCHS} · Image size: 96 px · Batch: 32").click()
     run_heading(page).filter(has_text="full").wait_for(timeout=PAGE_S * 1000)
     return run_id_in_url(page)
@@ -395,6 +403,43 @@ def both_on_compare(page: Page) -> None:
     checked(page, "09_compare.png")
 
 
+def queue_behind(mine: Page, theirs: Page, server: Server, timings: dict) -> tuple[str, str]:
+    """The first user fine-tunes; a second user's linear probe, started meanwhile, waits in the queue behind it
+    (one training at a time per device) instead of running alongside."""
+    use_sample_data(mine, server.url)
+    first = start_long_fine_tune(mine, screenshots=False)
+    use_sample_data(theirs, server.url)
+    choose_model(theirs, "linear_probe")
+    # The second user's Train page shows the run training now, whoever started it, and offers to queue theirs.
+    queue = ready_to_train(theirs, "linear_probe", button="Queue another run")
+    expect(run_heading(theirs).filter(has_text="full")).to_be_visible()
+    queue.click()
+    run_heading(theirs).filter(has_text="— queued").wait_for(timeout=PAGE_S * 1000)
+    expect(theirs.get_by_text(re.compile(r"^Waiting in the queue: 1 run before this one"))).to_be_visible()
+    second = run_id_in_url(theirs)
+    assert second != first
+    assert run_heading(mine).filter(has_text="— running").count() == 1
+    checked(theirs, "10_second_user_queued.png")
+    return first, second
+
+
+def stop_mine_not_theirs(mine: Page, theirs: Page, server: Server, runs_of: tuple[str, str],
+                         timings: dict) -> None:
+    """Stopping the first user's run stops only that run: the second user's starts and finishes."""
+    first, second = runs_of
+    mine.get_by_role("button", name="Stop", exact=True).click()
+    run_heading(mine).filter(has_text="— stopped").wait_for(timeout=RUN_S * 1000)
+    clicked = time.monotonic()
+    run_heading(theirs).filter(has_text="— finished").wait_for(timeout=RUN_S * 1000)
+    timings["queued_run_done_after_stop_s"] = round(time.monotonic() - clicked, 2)
+    first_summary = json.loads((server.runs_dir / first / runs.SUMMARY_FILE).read_text())
+    second_summary = json.loads((server.runs_dir / second / runs.SUMMARY_FILE).read_text())
+    assert first_summary["status"] == "stopped"
+    assert second_summary["status"] == "finished" and second_summary["val_accuracy"] > 0.5
+    wait_until(lambda: confusion_matrices(theirs), 30, "the second user's confusion matrix")
+    checked(theirs, "11_second_user_finished.png")
+
+
 def test_a_new_user_trains_refreshes_stops_and_compares(page: Page, server):
     timings: dict = {}
     try:
@@ -413,3 +458,21 @@ def test_a_new_user_trains_refreshes_stops_and_compares(page: Page, server):
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
         print(f"\nbrowser journey timings: {json.dumps(timings)}")
+
+
+def test_two_users_share_one_queue_and_stop_only_their_own_run(page: Page, server):
+    """Two browser sessions at once (a classroom): they see one run registry, the device trains one run at a
+    time, and Stop stops only the run it belongs to."""
+    timings: dict = {}
+    theirs = second_user(page)
+    try:
+        runs_of = queue_behind(page, theirs, server, timings)
+        stop_mine_not_theirs(page, theirs, server, runs_of, timings)
+    except BaseException:
+        screenshot(page, "failure_first_user.png")
+        screenshot(theirs, "failure_second_user.png")
+        raise
+    finally:
+        theirs.context.close()
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "timings_two_users.json").write_text(json.dumps(timings, indent=2) + "\n")
