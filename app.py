@@ -4,11 +4,20 @@ import streamlit as st
 
 st.set_page_config(page_title="Transfer Learning Workbench", page_icon="🧠", layout="wide")
 
-pages = [
-    st.Page("pages/1_data.py", title="1 · Data", icon="🖼️", default=True),
-    st.Page("pages/2_model.py", title="2 · Model & strategy", icon="🧩"),
-    st.Page("pages/3_train.py", title="3 · Train", icon="🏋️"),
-    st.Page("pages/4_compare.py", title="4 · Compare", icon="📊"),
-    st.Page("pages/5_predict.py", title="5 · Predict & export", icon="🔮", url_path="predict"),
-]
+pages = {
+    "Train and compare": [
+        st.Page("pages/1_data.py", title="1 · Data", icon="🖼️", default=True),
+        st.Page("pages/2_model.py", title="2 · Model & strategy", icon="🧩"),
+        st.Page("pages/3_train.py", title="3 · Train", icon="🏋️"),
+        st.Page("pages/4_compare.py", title="4 · Compare", icon="📊"),
+    ],
+    "Use and understand a model": [
+        st.Page("pages/5_predict.py", title="5 · Predict & export", icon="🔮", url_path="predict"),
+        st.Page("pages/6_insight.py", title="6 · Inside the model", icon="🔬", url_path="insight"),
+    ],
+    "Beyond fine-tuning": [
+        st.Page("pages/7_compress.py", title="7 · Compress", icon="🗜️", url_path="compress"),
+        st.Page("pages/8_few_shot.py", title="8 · Few-shot", icon="🎯", url_path="few-shot"),
+    ],
+}
 st.navigation(pages).run()

@@ -6,17 +6,19 @@ Every choice is kept in st.session_state[CHOICES] as RunConfig field -> value; t
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import streamlit as st
 import torch
 from PIL import Image
 
-from ui_common import CHOICES, DATASET, SAMPLE_DATASETS
-from workbench import estimate, train
+from ui_common import CHOICES, DATASET, SAMPLE_DATASETS, get_registry
+from workbench import dann, estimate, train
 from workbench.backbones import BackboneInfo, LayerGroup, backbone_info, hub_reachable, list_backbones
 from workbench.config import SCHEDULES, RunConfig
 from workbench.data import AUGMENTATIONS, DataError, augmentation_preview, open_dataset
+from workbench.distill import teacher_candidates
 from workbench.model_views import (
     SCHEDULES_EXPLAINED,
     bitfit_trainable_per_group,
@@ -81,7 +83,7 @@ def dataset_counts(path: str) -> dict | None:
         return None
     first = str(dataset.train[0].path) if dataset.train else None
     return {"classes": len(dataset.class_names), "train": len(dataset.train), "val": len(dataset.val),
-            "first_image": first}
+            "first_image": first, "class_names": dataset.class_names}
 
 
 @st.cache_resource(show_spinner=False)
@@ -202,13 +204,72 @@ def option_ui(name: str, column) -> object:
     return column.number_input(label, min_value=0.0, step=0.01, format="%g", key=key(name), help=help_text)
 
 
-def options_ui(strategy: Strategy) -> dict:
-    """The strategy's own settings (its `options`), right under its explanation; freeze depth has its slider."""
+def options_ui(strategy: Strategy, class_names: list[str] | None) -> dict:
+    """The strategy's own settings (its `options`), right under its explanation; freeze depth has its slider, the
+    teacher and the target images their own pickers."""
     names = [n for n in strategy.options if n != "freeze_depth"]
     if not names:
         return {}
     cols = st.columns(len(names))
-    return {name: option_ui(name, col) for name, col in zip(names, cols, strict=True)}
+    pickers = {"teacher_run": teacher_ui, "target_data": target_ui}
+    return {name: pickers[name](col, class_names) if name in pickers else option_ui(name, col)
+            for name, col in zip(names, cols, strict=True)}
+
+
+def teacher_label(record) -> str:
+    accuracy = (record.summary or {}).get("val_accuracy")
+    shown = f"{accuracy:.0%}" if accuracy is not None else "–"
+    return f"{record.config.get('backbone')} · {record.config.get('strategy')} · {shown} · {record.id[-4:]}"
+
+
+def teacher_ui(column, class_names: list[str] | None) -> str:
+    """Distillation: the teacher is one of the finished runs on these classes, most accurate first."""
+    candidates = teacher_candidates(get_registry().runs_dir, class_names) if class_names else []
+    if not candidates:
+        column.warning("No finished run on these classes yet, so there is no teacher. Train one first (e.g. "
+                       "*Full fine-tune* of tf_efficientnet_lite0) on the **Train** page, then come back.")
+        return ""
+    labels = {r.id: teacher_label(r) for r in candidates}
+    seed("teacher_run", next(iter(labels)))
+    if st.session_state[key("teacher_run")] not in labels:  # a run deleted, or one on other data
+        st.session_state[key("teacher_run")] = next(iter(labels))
+    return column.selectbox("Teacher: a finished run on the same classes", list(labels), key=key("teacher_run"),
+                            format_func=labels.get,
+                            help="Backbone · strategy · validation accuracy · end of the run id. A good teacher "
+                                 "is accurate; the student learns its way of seeing the classes.")
+
+
+SHIFTED_SAMPLE = "shapes_shifted"
+OTHER_TARGET = "another folder or .zip"
+
+
+@st.cache_data(show_spinner="Reading the target images…", max_entries=16)
+def target_note(path: str, class_names: tuple[str, ...]) -> str:
+    with tempfile.TemporaryDirectory(prefix="workbench-target-") as scratch:
+        return dann.open_target(path, list(class_names), Path(scratch)).note
+
+
+def target_ui(column, class_names: list[str] | None) -> str:
+    """DANN: the target images, the shifted sample data unless the user picks another folder or zip."""
+    samples = {str(p): f"sample data: {name}" for name, p in SAMPLE_DATASETS.items()}
+    seed("target_data", str(SAMPLE_DATASETS[SHIFTED_SAMPLE]) if SHIFTED_SAMPLE in SAMPLE_DATASETS else "")
+    chosen = st.session_state[key("target_data")]
+    st.session_state.setdefault("model.target_choice", chosen if chosen in samples else OTHER_TARGET)
+    st.session_state.setdefault("model.target_path", "" if chosen in samples else chosen)
+    choice = column.selectbox("Target images: the domain the model must work on", [*samples, OTHER_TARGET],
+                              key="model.target_choice", format_func=lambda v: samples.get(v, v),
+                              help="Images without labels are enough. If they sit in class folders named like "
+                                   "your classes, those are used only to measure target accuracy.")
+    path = choice
+    if choice == OTHER_TARGET:
+        path = column.text_input("Folder or .zip of target images", key="model.target_path").strip()
+    st.session_state[key("target_data")] = path
+    if path and class_names:
+        try:
+            column.caption(target_note(path, tuple(class_names)))
+        except DataError as error:
+            column.error(str(error))
+    return path
 
 
 @st.cache_resource(show_spinner=False)
@@ -473,7 +534,7 @@ seed("strategy", CONFIG_FIELDS["strategy"].default)
 weights_ui(info, STRATEGIES[st.session_state[key("strategy")]].pretrained)
 facts_ui(info, groups, num_classes)
 strategy = strategy_ui()
-options = options_ui(strategy)
+options = options_ui(strategy, counts["class_names"] if counts else None)
 base = defaults(info.name, strategy.name)
 for name in BUDGET:  # seeded now: the gradual-unfreezing diagram depends on the epochs
     seed(name, getattr(base, name))

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from ui_common import CHOICES, DATASET, RUN_ID, SAMPLE_DATASETS, get_registry
-from workbench import charts
+from workbench import charts, dann
 from workbench.backbones import hub_reachable, weights_availability
 from workbench.config import RunConfig
+from workbench.data import DataError
+from workbench.distill import teacher_student_comparison
 from workbench.registry import RunView, planned_config
 from workbench.strategies import get_strategy
 
@@ -89,6 +92,11 @@ def plan_ui(config: RunConfig) -> None:
                     f"**Strategy:** {strategy.title}, trains {strategy.trains}{freeze}")
         st.markdown(f"**Epochs:** {plan.epochs} · **Image size:** {plan.image_size} px · **Batch:** "
                     f"{plan.batch_size} · **Learning rate:** {plan.lr:g} · **Device:** {plan.device}")
+        if strategy.distill:
+            st.markdown(f"**Teacher:** `{plan.teacher_run or 'none chosen: pick one on the Model page'}` · "
+                        f"**α** {plan.distill_alpha:g} · **T** {plan.distill_temperature:g}")
+        if strategy.adapts_domain:
+            st.markdown(f"**Target images:** {Path(plan.target_data).name if plan.target_data else 'none chosen'}")
         weights_ui(config)
 
 
@@ -135,7 +143,7 @@ def status_ui(view: RunView) -> None:
     st.progress(fraction, text=line)
     if view.status not in ("stopped", "failed", "interrupted"):  # those get a box of their own below
         st.caption(view.explanation())
-    if view.live:
+    if view.live and not view.elsewhere:
         st.button("Stopping after this batch…" if view.stopping else "Stop", key="stop", disabled=view.stopping,
                   on_click=get_registry().stop, args=(view.id,),
                   help="Stops between two batches and keeps what the model has learned so far.")
@@ -151,7 +159,10 @@ def outcome_ui(view: RunView) -> None:
         st.warning(f"**Stopped** after {done} full epoch{'s' if done != 1 else ''}. "
                    + ("What the model learned so far is saved." if view.summary else "Nothing was trained yet."))
     elif view.status == "interrupted":
-        st.warning("**Interrupted:** the app was restarted while this run trained. What was recorded is shown.")
+        kept = view.kept_epoch
+        st.warning("**Interrupted:** the process training this run ended before the run did (the app was closed or "
+                   "restarted, or the computer ran out of memory). What was recorded is shown"
+                   + (f"; the model as it was after epoch {kept} is saved." if kept else "."))
 
 
 def facts_ui(view: RunView) -> None:
@@ -226,7 +237,57 @@ def run_panel(run_id: str, live: bool) -> None:
     result_ui(view)
     facts_ui(view)
     curves_ui(view)
+    distill_ui(view)
+    dann_ui(view)
     per_class_ui(view)
+
+
+@st.cache_data(show_spinner="Measuring teacher and student on this computer…", max_entries=16)
+def comparison(run_dir: str) -> pd.DataFrame:
+    return teacher_student_comparison(run_dir)
+
+
+def distill_ui(view: RunView) -> None:
+    """A distillation run: its teacher, and once finished both models measured side by side."""
+    if view.config.get("strategy") != "distill":
+        return
+    teacher = view.config.get("teacher") or {}
+    st.subheader("Teacher and student")
+    st.caption(f"Teacher: run `{teacher.get('run_id')}` ({teacher.get('backbone')}, {teacher.get('strategy')}). "
+               "Its answers for the training images were computed once, before the first epoch.")
+    if view.status != "finished":
+        st.caption("Both models are measured side by side when the run has finished.")
+        return
+    try:
+        table = comparison(str(view.dir))
+    except (FileNotFoundError, ValueError, DataError) as error:
+        st.warning(f"The teacher and the student cannot be compared: {error}")
+        return
+    st.dataframe(table.style.format({"val accuracy": "{:.1%}", "parameters": "{:,.0f}", "size on disk MB": "{:.2f}",
+                                     "CPU latency ms": "{:.1f}"}), key="distill_table")
+    st.plotly_chart(charts.teacher_student_figure(table), key="distill_bars")
+    st.caption("Accuracy on the student's validation images (the same images for both); size of each "
+               "model.safetensors; latency: median of single-image forward passes on one thread of this computer's "
+               "CPU, measured when this page first showed the run (other work on the computer slows it).")
+
+
+def dann_ui(view: RunView) -> None:
+    """A DANN run: source, target and domain accuracy and lambda per epoch, and the feature map before and after."""
+    if view.config.get("strategy") != "dann":
+        return
+    target = view.config.get("target") or {}
+    st.subheader("Domain adaptation")
+    st.caption(f"Target images: `{target.get('data')}`: {target.get('note', '').rstrip('.')}.")
+    if view.metrics:
+        st.plotly_chart(charts.dann_curves(view.metrics, view.config.get("epochs")), key="dann_curves")
+        st.caption("The domain classifier tries to tell source from target features; the backbone is trained to "
+                   "fool it (λ weighs how hard). Near 50% it can no longer tell them apart.")
+    maps = dann.feature_map(view.dir)
+    if maps:
+        st.plotly_chart(charts.feature_map_figure(maps), key="feature_map")
+        st.caption("Each dot is an image: its pooled features projected to 2-D (PCA), source in blue, target in red. "
+                   "Adaptation should bring the two clouds together while each class stays a group of its own."
+                   + ("" if "after" in maps else " The map after adaptation appears when training has finished."))
 
 
 def show_run(run_id: str) -> None:

@@ -1,5 +1,6 @@
-"""Predict & export: try a trained model on new pictures, take it out of the workbench as one zip, or bring an
-exported model back in. Predictions, exports and imports are done by `workbench.predict` and `workbench.export`."""
+"""Predict & export: try a trained model on new pictures, take it out of the workbench as one zip, bring an exported
+model back in, or read its training as a plain script. Predictions, exports, imports and scripts are done by
+`workbench.predict`, `workbench.export` and `workbench.codegen`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import streamlit as st
 
 from ui_common import RUN_ID, get_registry
 from workbench import charts
+from workbench.codegen import CodegenError, script_for_run
 from workbench.data import IMAGE_EXTENSIONS, DataError
-from workbench.export import ExportError, cached_export, existing_export, import_upload, read_report
+from workbench.export import CopyCheck, ExportError, cached_export, existing_export, import_upload, read_report
 from workbench.predict import Predictor
 from workbench.runs import MODEL_FILE, RunRecord
 
@@ -28,7 +30,9 @@ def get_predictor(run_dir: str, model_time: float) -> Predictor:
 
 def runs_with_model() -> list[RunRecord]:
     """Every run that has ended with a saved model (imported ones included), newest first."""
-    return [record for record in get_registry().records() if record.summary and record.has_model]
+    # an interrupted run keeps its last checkpoint: usable, like a stopped run's model
+    return [record for record in get_registry().records()
+            if record.has_model and (record.summary or record.status == "interrupted")]
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -107,22 +111,48 @@ def predict_ui(record: RunRecord) -> None:
 def export_ui(record: RunRecord) -> None:
     st.subheader("Take the model with you")
     st.caption("One zip with the trained weights, a small `predict.py` that runs anywhere with Python (torch, timm, "
-               "pillow and safetensors), a README and a TorchScript copy of the model.")
+               "pillow and safetensors), a README, and TorchScript and ONNX copies of the model for other tools.")
     path = existing_export(record.dir)
     if path is None:
         if not st.button("Prepare the download", key="export", type="primary"):
             return
-        with st.spinner("Packing the model and checking the TorchScript copy on the validation pictures…"):
+        with st.spinner("Packing the model and checking its TorchScript and ONNX copies on the validation pictures "
+                        "(ONNX can take a minute for a large model)…"):
             path = cached_export(record.dir)
-    report = read_report(path)
-    if report.agreement == 1.0:
-        st.success(report.sentence(), icon="✅")
-    elif report.checked:
-        st.warning(f"{report.sentence()} Use `predict.py` (the safetensors model) rather than the TorchScript copy.")
-    else:
-        st.info(report.sentence())
+    for copy in read_report(path).copies:
+        copy_check_ui(copy)
     st.download_button("Download the model (.zip)", data=path.read_bytes(), file_name=f"{record.id}.zip",
                        mime="application/zip", key="download", type="primary")
+
+
+def copy_check_ui(copy: CopyCheck) -> None:
+    """Whether a TorchScript or ONNX copy can be trusted: it must give the original's answer on every picture."""
+    if copy.agreement == 1.0:
+        st.success(copy.sentence(), icon="✅")
+    elif copy.checked:
+        st.warning(f"{copy.sentence()} Use `predict.py` (the safetensors model) rather than the {copy.format} copy.")
+    else:
+        st.info(copy.sentence())
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Show me the code
+
+
+def code_ui(record: RunRecord) -> None:
+    st.subheader("Show me the code")
+    try:
+        script = script_for_run(record.dir)
+    except CodegenError as error:
+        st.info(str(error))
+        return
+    st.caption("The same training written out as one plain Python script, with only timm and torch: the same "
+               "folder, split, backbone, freezing rule, optimizer and schedule. Read it, change it, run it with "
+               "`python train_script.py`, and compare its accuracy with this run's.")
+    st.download_button("Download the script (.py)", data=script, file_name=f"train_{record.config['strategy']}.py",
+                       mime="text/x-python", key="download_code")
+    with st.expander("The script", expanded=True):
+        st.code(script, language="python", line_numbers=True)
 
 
 def import_model() -> None:
@@ -155,9 +185,11 @@ def import_ui(expanded: bool) -> None:
 # -------------------------------------------------------------------------------------------------------------------
 
 st.title("5 · Predict & export")
-st.caption("Show the trained model new pictures and see what it thinks, then take it with you as one zip file.")
+st.caption("Show the trained model new pictures and see what it thinks, take it with you as one zip file, and see "
+           "its training written out as a plain script.")
 chosen = run_ui(runs_with_model())
 if chosen is not None:
     predict_ui(chosen)
     export_ui(chosen)
+    code_ui(chosen)
 import_ui(expanded=chosen is None)

@@ -12,10 +12,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import onnxruntime
 import pytest
 import torch
 
 from workbench import runs
+from workbench.config import RunConfig
 from workbench.data import DataError
 from workbench.export import (
     EXPORT_FILE,
@@ -28,11 +30,22 @@ from workbench.export import (
     read_report,
 )
 from workbench.predict import Predictor
+from workbench.train import Run
 
 from .conftest import SHAPES
-from .test_predict import exported, tiny_run
+from .test_predict import TINY, exported, tiny_run
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),
+              pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")]
+
+
+@pytest.fixture(scope="module")
+def vit_export(tmp_path_factory) -> Path:
+    """A tiny ViT trained for one epoch at 64 px, exported."""
+    runs_dir = tmp_path_factory.mktemp("vit-runs")
+    run = Run(RunConfig(data=str(SHAPES), runs_dir=str(runs_dir), **{**TINY, "backbone": "test_vit"})).run()
+    assert run.status == "finished", run.error
+    return export_zip(run.dir, runs_dir / "vit.zip")
 
 
 def _copy_zip(source: Path, dest: Path, extra: dict[str, bytes] | None = None, drop: tuple[str, ...] = ()) -> Path:
@@ -45,17 +58,58 @@ def _copy_zip(source: Path, dest: Path, extra: dict[str, bytes] | None = None, d
     return dest
 
 
-def test_zip_holds_the_model_its_description_and_a_torchscript_copy_that_agrees(exported, tiny_run):
+def test_zip_holds_the_model_its_description_and_torchscript_and_onnx_copies_that_agree(exported, tiny_run):
     names = set(zipfile.ZipFile(exported).namelist())
     assert names == {"model.safetensors", "model.json", "predict.py", "README.txt", "model.torchscript.pt",
-                     "export_report.json"}
+                     "model.onnx", "export_report.json"}
     info = json.loads(zipfile.ZipFile(exported).read("model.json"))
     assert info["backbone"] == "test_resnet"
     assert info["class_names"] == ["circle", "cross", "square", "star", "triangle"]
     assert {"image_size", "crop_pct", "mean", "std", "interpolation"} <= set(info["preprocessing"])
     report = read_report(exported)
-    assert report.torchscript and report.checked == 50 and report.same_top1 == 50 and report.agreement == 1.0
-    assert "same top-1 on 50/50" in zipfile.ZipFile(exported).read("README.txt").decode()
+    for copy in (report.torchscript, report.onnx):
+        assert copy.exported and copy.checked == 50 and copy.same_top1 == 50 and copy.agreement == 1.0
+    assert report.onnx.how == "TorchScript-based exporter"  # the fast exporter handles a plain CNN
+    readme = zipfile.ZipFile(exported).read("README.txt").decode()
+    assert "TorchScript: same top-1 on 50/50" in readme and "ONNX: same top-1 on 50/50" in readme
+
+
+def _onnx_top1(zip_path: Path, batch: torch.Tensor) -> torch.Tensor:
+    """The ONNX copy run straight from the zip with onnxruntime, as a user without torch or timm would."""
+    session = onnxruntime.InferenceSession(zipfile.ZipFile(zip_path).read("model.onnx"))
+    return torch.from_numpy(session.run(None, {"images": batch.contiguous().numpy()})[0]).argmax(1)
+
+
+def test_the_onnx_copy_gives_the_original_top1_for_any_batch_size(exported, tiny_run):
+    predictor = Predictor.from_run(tiny_run)
+    paths = sorted(SHAPES.glob("*/*_00[0-4].jpg"))  # 25 images; batches of 25 and 1 on a graph traced with 2
+    batch = next(predictor.batches(paths))
+    assert torch.equal(_onnx_top1(exported, batch), predictor.logits(paths).argmax(1))
+    assert torch.equal(_onnx_top1(exported, batch[:1]), predictor.logits(paths[:1]).argmax(1))
+
+
+def test_a_vit_at_a_non_native_size_is_exported_by_the_other_onnx_exporter_and_agrees(vit_export):
+    # test_vit is made for 160 px: at 64 px its position embedding is resized with an operator the fast
+    # exporter does not know, so the torch.export-based one takes over.
+    report = read_report(vit_export)
+    assert report.onnx.how == "torch.export-based exporter"
+    assert report.onnx.checked == 50 and report.onnx.agreement == 1.0
+    assert report.torchscript.agreement == 1.0
+    assert "model.onnx" in zipfile.ZipFile(vit_export).namelist()
+
+
+def test_a_model_that_no_onnx_exporter_takes_is_reported_with_the_reason(tiny_run, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::made_up' to ONNX is not supported.\nmore detail")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    report = read_report(export_zip(tiny_run, tmp_path / "model.zip"))
+    assert not report.onnx.exported and "model.onnx" not in zipfile.ZipFile(tmp_path / "model.zip").namelist()
+    assert report.onnx.sentence() == (
+        "ONNX: not exported (RuntimeError: Exporting the operator 'aten::made_up' to ONNX is not supported.; "
+        "RuntimeError: Exporting the operator 'aten::made_up' to ONNX is not supported.). "
+        "The safetensors model works as usual.")
+    assert report.torchscript.agreement == 1.0  # the other copies are still made and checked
 
 
 def test_the_standalone_script_gives_the_same_top1_as_the_workbench(exported, tiny_run, tmp_path):
@@ -85,7 +139,8 @@ def test_import_round_trips_predictions_and_is_listed_as_an_imported_run(exporte
     assert record.summary["val_accuracy"] == runs.load_run(tiny_run).summary["val_accuracy"]
     paths = sorted(SHAPES.glob("*/*_01*.jpg"))
     assert torch.equal(Predictor.from_run(run_dir).logits(paths), Predictor.from_run(tiny_run).logits(paths))
-    assert "not checked" in read_report(export_zip(run_dir, tmp_path / "again.zip")).sentence()
+    again = read_report(export_zip(run_dir, tmp_path / "again.zip"))
+    assert again.onnx.exported and "not checked" in again.onnx.sentence()
 
 
 def test_a_browser_upload_is_imported_under_its_own_name(exported, tmp_path):
@@ -127,4 +182,14 @@ def test_the_export_kept_in_the_run_directory_is_reused_until_the_model_changes(
     (run_dir / EXPORT_FILE).write_bytes(exported.read_bytes())
     assert existing_export(run_dir) == cached_export(run_dir) == run_dir / EXPORT_FILE
     os.utime(run_dir / runs.MODEL_FILE, (1e10, 1e10))  # the model was saved again after the export
+    assert existing_export(run_dir) is None
+
+
+def test_an_export_made_before_the_onnx_copy_existed_is_made_again(exported, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / runs.MODEL_FILE).write_bytes(b"weights")
+    old_report = {"run_id": "r", "torchscript": True, "same_top1": 50, "checked": 50}
+    _copy_zip(exported, run_dir / EXPORT_FILE, extra={"export_report.json": json.dumps(old_report).encode()},
+              drop=("export_report.json", "model.onnx"))
     assert existing_export(run_dir) is None

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui_common import RUN_ID, get_registry
+from workbench.codegen import script_for_run
 from workbench.export import EXPORT_FILE
 
 from .conftest import REPO, SHAPES
@@ -71,18 +72,33 @@ def test_the_run_from_the_train_page_is_chosen_and_pictures_get_their_top_classe
     assert "oops.jpg" in at.error[0].value
 
 
-def test_export_builds_the_zip_once_and_reports_the_torchscript_check(two_runs):
+def _download_labels(at: AppTest) -> list[str]:
+    return [element.proto.label for element in at.get("download_button")]
+
+
+def test_export_builds_the_zip_once_and_reports_the_torchscript_and_onnx_checks(two_runs):
     _, newer = two_runs
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     assert at.selectbox(key="predict_run").value == newer.name
-    assert not at.get("download_button")
+    assert "Download the model (.zip)" not in _download_labels(at)
     at.button(key="export").click().run()
     assert not at.exception
-    assert "TorchScript: same top-1 on 50/50 validation images" in at.success[0].value
-    assert len(at.get("download_button")) == 1
+    assert [s.value for s in at.success] == ["TorchScript: same top-1 on 50/50 validation images.",
+                                             "ONNX: same top-1 on 50/50 validation images."]
+    assert "Download the model (.zip)" in _download_labels(at)
     assert (newer / EXPORT_FILE).exists()
     at.run()  # the kept zip is offered again without building it
-    assert len(at.get("download_button")) == 1
+    assert "Download the model (.zip)" in _download_labels(at)
+
+
+def test_show_me_the_code_shows_the_runs_training_script_to_read_and_download(two_runs):
+    _, newer = two_runs
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    script = at.code[0].value
+    assert script == script_for_run(newer).rstrip("\n")  # st.code drops the final newline
+    assert 'BACKBONE = "test_resnet"' in script and "create_optimizer_v2" in script and "import workbench" not in script
+    assert "Download the script (.py)" in _download_labels(at)
 
 
 def test_an_imported_zip_becomes_the_chosen_model(two_runs, runs_dir, exported):
@@ -93,6 +109,8 @@ def test_an_imported_zip_becomes_the_chosen_model(two_runs, runs_dir, exported):
     chosen = at.selectbox(key="predict_run").value
     assert "imported" in chosen and (runs_dir / chosen / "model.safetensors").exists()
     assert "Imported **class model.zip**" in at.success[-1].value
+    assert "no recorded training setup" in at.info[0].value  # no script for a model trained elsewhere
+    assert not at.code
 
     bad = zipfile.ZipFile(runs_dir / "bad.zip", "w")
     bad.writestr("../x", b"evil")

@@ -186,9 +186,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise BackboneError(f"Weights file '{path}' does not exist. Check the path, or leave it empty to use "
                             "the default pretrained weights.")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise BackboneError(f"Could not read weights file '{path}': {e}. It may be truncated (an interrupted "
+                                "download or copy) or not a safetensors file: get the file again.") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -162,10 +162,11 @@ BEST_IS_HIGHEST = {"val accuracy": True, "images/s": True, "time s": False}
 
 
 def run_status(record: RunRecord, live: dict[str, str] | None = None) -> str:
-    """The record's own status; a run with no summary is live if the registry says so, otherwise interrupted."""
+    """The record's own status; a run with no summary is what the registry says, else what its record says (running
+    in another process, or interrupted)."""
     if record.summary:
         return record.summary["status"]
-    return (live or {}).get(record.id, "interrupted")
+    return (live or {}).get(record.id, record.status)
 
 
 def runs_table(records: list[RunRecord], live: dict[str, str] | None = None) -> pd.DataFrame:
@@ -223,3 +224,233 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> pd.DataFrame:
     """Precision, recall and number of validation images per class."""
     table = pd.DataFrame.from_dict(per_class, orient="index")[["precision", "recall", "support"]]
     return table.rename(columns={"support": "validation images"}).rename_axis("class")
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Distillation and domain adaptation
+
+DOMAIN_COLOURS = {"source": "#1f77b4", "target": "#d62728"}
+DANN_CURVES = (("val_acc", "source accuracy (validation)", "#1f77b4", None),
+               ("target_acc", "target accuracy", "#d62728", None),
+               ("domain_acc", "domain classifier accuracy", "#7f7f7f", "dot"),
+               ("dann_lambda", "λ (weight of the reversed gradient)", "#2ca02c", "dash"))
+
+
+def dann_curves(metrics: list[dict], epochs: int | None = None) -> go.Figure:
+    """Per epoch: source and target accuracy, the domain classifier's accuracy (50% = the domains look alike to
+    it) and λ. Target accuracy only when the target images have labels."""
+    fig = go.Figure()
+    done = [m["epoch"] for m in metrics]
+    for key, name, colour, dash in DANN_CURVES:
+        if any(m.get(key) is not None for m in metrics):
+            fig.add_scatter(x=done, y=[m.get(key) for m in metrics], mode="lines+markers", name=name,
+                            line=dict(color=colour, dash=dash))
+    fig.add_hline(y=0.5, line=dict(color="#bbbbbb", width=1), annotation_text="domains indistinguishable",
+                  annotation_position="bottom right")
+    _epoch_axis(fig, done, epochs)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    return fig.update_layout(**LAYOUT, height=360, title="Domain adaptation, epoch by epoch")
+
+
+def feature_map_figure(maps: dict) -> go.Figure:
+    """Source and target images as points of their pooled features projected to 2-D (PCA), before adaptation (the
+    pretrained backbone) and after it, side by side. Overlapping clouds = features that no longer tell the domains
+    apart."""
+    stages = [stage for stage in ("before", "after") if stage in maps]
+    titles = {"before": "Before adaptation (pretrained backbone)", "after": "After adaptation (trained)"}
+    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=[titles[s] for s in stages])
+    for col, stage in enumerate(stages, start=1):
+        points = pd.DataFrame(maps[stage])
+        for domain, colour in DOMAIN_COLOURS.items():
+            part = points[points["domain"] == domain]
+            fig.add_scatter(x=part["x"], y=part["y"], mode="markers", name=f"{domain} images",
+                            marker=dict(color=colour, size=6, opacity=0.6), text=part["class"],
+                            hovertemplate=f"{domain}: %{{text}}<extra></extra>", showlegend=col == 1,
+                            row=1, col=col)
+    fig.update_xaxes(showticklabels=False, title_text="1st principal component")
+    fig.update_yaxes(showticklabels=False, title_text="2nd principal component")
+    return fig.update_layout(**LAYOUT, height=380)
+
+
+COMPARISON_BARS = (("val accuracy", "Validation accuracy", ".0%"), ("parameters", "Parameters", "~s"),
+                   ("size on disk MB", "Size on disk (MB)", ".2f"), ("CPU latency ms", "CPU latency per image (ms)",
+                                                                      ".1f"))
+
+
+def teacher_student_figure(table: pd.DataFrame) -> go.Figure:
+    """Small bar charts, teacher next to student: accuracy, parameters, size on disk and CPU latency."""
+    fig = make_subplots(rows=1, cols=len(COMPARISON_BARS), subplot_titles=[t for _, t, _ in COMPARISON_BARS])
+    colours = {"teacher": "#9467bd", "student": "#17becf"}
+    for col, (column, _, fmt) in enumerate(COMPARISON_BARS, start=1):
+        fig.add_bar(x=list(table.index), y=table[column], marker_color=[colours.get(i, "#888") for i in table.index],
+                    texttemplate=f"%{{y:{fmt}}}", textposition="outside", showlegend=False, row=1, col=col)
+        fig.update_yaxes(tickformat=fmt if fmt == ".0%" else None, rangemode="tozero", row=1, col=col)
+    return fig.update_layout(**LAYOUT, height=300)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Inside a finished run (workbench.insight)
+
+CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                 "#17becf")
+FROZEN_COLOUR, TRAINED_COLOUR = "#bbbbbb", "#1f77b4"
+
+
+def class_feature_map_figure(before: np.ndarray, after: np.ndarray, points: list, separation: tuple[float, float],
+                             method: str = "PCA") -> go.Figure:
+    """The validation images as points of their features in 2-D, coloured by true class, before training (left)
+    and after (right). `points` are insight.ValPrediction, one per row; hover names the file and the prediction,
+    and each point carries its row number (customdata) so a page can show the thumbnails of the points picked."""
+    titles = [f"Before training · class separation {separation[0]:.2f}",
+              f"After training · class separation {separation[1]:.2f}"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.06)
+    classes = list(dict.fromkeys(p.true_class for p in points))
+    for col, xy in enumerate((before, after), start=1):
+        for i, name in enumerate(classes):
+            rows = [r for r, p in enumerate(points) if p.true_class == name]
+            fig.add_scatter(
+                x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, legendgroup=name, showlegend=col == 1,
+                marker=dict(color=CLASS_COLOURS[i % len(CLASS_COLOURS)], size=8, opacity=0.75,
+                            line=dict(width=1, color="white")),
+                customdata=[[r, points[r].name, points[r].predicted_class] for r in rows],
+                hovertemplate="%{customdata[1]}<br>predicted: %{customdata[2]}<extra>%{fullData.name}</extra>",
+                row=1, col=col)
+    fig.update_xaxes(showticklabels=False, title_text=f"{method} 1")
+    fig.update_yaxes(showticklabels=False, title_text=f"{method} 2")
+    return fig.update_layout(**LAYOUT, height=420)
+
+
+def weight_drift_figure(drifts: list) -> go.Figure:
+    """||w - w0|| / ||w0|| per layer group (insight.GroupDrift), stem on the left, head on the right; frozen groups
+    in grey."""
+    names = [f"{d.index}: {d.name}" for d in drifts]
+    fig = go.Figure(go.Bar(
+        x=names, y=[d.drift for d in drifts], marker_color=[FROZEN_COLOUR if d.frozen else TRAINED_COLOUR
+                                                            for d in drifts],
+        text=[f"{d.drift:.1%}" + (" (frozen)" if d.frozen else "") for d in drifts], textposition="outside",
+        customdata=[f"{d.num_params:,}" for d in drifts],
+        hovertemplate="%{x}<br>moved %{y:.2%} of its size<br>%{customdata} weights<extra></extra>"))
+    fig.update_xaxes(title_text="layer group (stem → head)", type="category")
+    fig.update_yaxes(title_text="‖w − w₀‖ / ‖w₀‖", tickformat=".0%", rangemode="tozero")
+    return fig.update_layout(**LAYOUT, height=360, title="How far each layer group moved from where it started")
+
+
+REPORT_BARS = (("precision", "#1f77b4"), ("recall", "#ff7f0e"), ("f1", "#2ca02c"))
+
+
+def class_report_figure(report: pd.DataFrame) -> go.Figure:
+    """Precision, recall and F1 per class (insight.class_report), grouped bars."""
+    fig = go.Figure()
+    for column, colour in REPORT_BARS:
+        fig.add_bar(x=list(report.index), y=report[column], name=column if column != "f1" else "F1",
+                    marker_color=colour, hovertemplate=f"%{{x}}: {column} %{{y:.1%}}<extra></extra>")
+    fig.update_xaxes(title_text="class", type="category")
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return fig.update_layout(**LAYOUT, barmode="group", height=340, title="Per class")
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Compression trade-off (workbench.compress) and data-efficiency curve (workbench.fewshot)
+
+TRADEOFF_COLUMNS = ["variant", "status", "val accuracy", "size MB", "zipped MB", "latency ms", "sparsity",
+                    "changed predictions", "note"]
+METHOD_COLOURS = {"prototypes": "#9467bd", "linear_probe": "#1f77b4", "partial": "#2ca02c", "scratch": "#7f7f7f"}
+
+
+def tradeoff_table(report: dict) -> pd.DataFrame:
+    """One row per variant of a compression report (the original first): what it costs and what it keeps."""
+    rows = [{
+        "variant": v["name"], "status": v["status"], "val accuracy": v.get("val_accuracy"),
+        "size MB": _megabytes(v.get("size_bytes")), "zipped MB": _megabytes(v.get("zipped_bytes")),
+        "latency ms": v.get("latency_ms"), "sparsity": v.get("sparsity"),
+        "changed predictions": v.get("changed_predictions"), "note": v.get("note"),
+    } for v in report["variants"]]
+    return pd.DataFrame(rows, columns=TRADEOFF_COLUMNS)
+
+
+def _megabytes(value: int | None) -> float | None:
+    return None if value is None else round(value / 2**20, 3)
+
+
+def tradeoff_figure(report: dict) -> go.Figure:
+    """Accuracy against size on disk and against CPU latency, one labelled point per variant: the best variants
+    sit top left."""
+    ok = [v for v in report["variants"] if v["status"] == "ok"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy vs size on disk", "Accuracy vs latency per image"))
+    for col, key, title in ((1, "size_bytes", "size on disk (MB)"), (2, "latency_ms", "CPU latency per image (ms)")):
+        x = [v[key] / 2**20 if key == "size_bytes" else v[key] for v in ok]
+        fig.add_scatter(x=x, y=[v["val_accuracy"] for v in ok], mode="markers+text", text=[v["name"] for v in ok],
+                        textposition="top center", marker=dict(size=11, color=[_variant_colour(v) for v in ok]),
+                        showlegend=False, hovertemplate="%{text}: %{y:.1%}, %{x:.3g}<extra></extra>", row=1, col=col)
+        fig.update_xaxes(title_text=title, rangemode="tozero", row=1, col=col)
+    fig.update_yaxes(range=[0, 1.08], tickformat=".0%", title_text="validation accuracy", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.08], tickformat=".0%", row=1, col=2)
+    return fig.update_layout(**LAYOUT, height=380)
+
+
+def _variant_colour(variant: dict) -> str:
+    return {"original": "#000000", "unstructured": "#1f77b4", "structured": "#ff7f0e", "dynamic": "#2ca02c",
+            "static": "#d62728"}.get(variant["kind"], "#7f7f7f")
+
+
+def confusion_difference_figure(difference: list[list[int]], class_names: list[str], title: str) -> go.Figure:
+    """Variant's confusion matrix minus the original's: red cells gained images, blue cells lost them (a red
+    diagonal cell is a class it gets right more often)."""
+    limit = max(1, max(abs(v) for row in difference for v in row))
+    fig = go.Figure(go.Heatmap(
+        z=difference, x=class_names, y=class_names, text=[[f"{v:+d}" if v else "0" for v in row] for row in difference],
+        texttemplate="%{text}", colorscale="RdBu", reversescale=True, zmin=-limit, zmax=limit, zmid=0,
+        colorbar=dict(title="images"), hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    fig.update_xaxes(title_text="predicted class", type="category")
+    fig.update_yaxes(title_text="true class", autorange="reversed", type="category")
+    return fig.update_layout(**LAYOUT, title=title, height=max(320, 120 + 60 * len(class_names)))
+
+
+def data_efficiency_table(points: list[dict]) -> pd.DataFrame:
+    """Validation accuracy per method (rows) and images per class (columns) of a data-efficiency curve."""
+    table = pd.DataFrame(points)
+    if table.empty:
+        return table
+    table["images per class"] = [str(s) if s != "all" else f"all ({n:g})"
+                                 for s, n in zip(table["shots"], table["images_per_class"], strict=True)]
+    order = list(dict.fromkeys(table.sort_values("images_per_class")["images per class"]))
+    pivot = table.pivot_table(index="method", columns="images per class", values="val_accuracy", aggfunc="last")
+    methods = [m for m in METHOD_COLOURS if m in pivot.index] + [m for m in pivot.index if m not in METHOD_COLOURS]
+    return pivot.reindex(index=methods, columns=order)
+
+
+def data_efficiency_figure(points: list[dict], chance: float | None = None) -> go.Figure:
+    """Accuracy against images per class (log scale), one line per method, with chance level dashed."""
+    fig = go.Figure()
+    for method in dict.fromkeys(p["method"] for p in points):
+        mine = sorted((p for p in points if p["method"] == method and p.get("val_accuracy") is not None),
+                      key=lambda p: p["images_per_class"])
+        fig.add_scatter(x=[p["images_per_class"] for p in mine], y=[p["val_accuracy"] for p in mine],
+                        mode="lines+markers", name=method, line=dict(color=METHOD_COLOURS.get(method)),
+                        hovertemplate=f"{method}: %{{y:.1%}} with %{{x:g}} images per class<extra></extra>")
+    if chance is not None:
+        fig.add_hline(y=chance, line=dict(color="#888", dash="dash"), annotation_text=f"chance ({chance:.0%})",
+                      annotation_position="bottom right")
+    fig.update_xaxes(type="log", title_text="training images per class (log scale)")
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title_text="validation accuracy")
+    return fig.update_layout(**LAYOUT, height=400, title="How many images do I need?")
+
+
+def clickable_confusion_figure(matrix: list[list[int]], class_names: list[str],
+                               title: str = "Confusion matrix") -> go.Figure:
+    """`confusion_figure` whose cells can be clicked in Streamlit (`on_select`): Streamlit returns no selection for
+    heatmap traces (streamlit/streamlit#8760), so an invisible square marker sits on every cell and takes the clicks
+    and the hover. A selected point's x is the predicted class, its y the true class."""
+    fig = confusion_figure(matrix, class_names, title)
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector=dict(type="heatmap"))
+    pct = row_percentages(matrix)
+    cells = [(true, pred) for true in range(len(class_names)) for pred in range(len(class_names))]
+    fig.add_scatter(
+        x=[class_names[p] for _, p in cells], y=[class_names[t] for t, _ in cells], mode="markers",
+        marker=dict(symbol="square", size=max(24, 300 // max(1, len(class_names))), color="rgba(0,0,0,0)",
+                    line=dict(width=0)),
+        selected=dict(marker=dict(color="rgba(255,200,0,0.35)")), unselected=dict(marker=dict(opacity=1)),
+        customdata=[[matrix[t][p], pct[t][p]] for t, p in cells], showlegend=False, name="",
+        hovertemplate="true %{y}, predicted %{x}: %{customdata[0]} (%{customdata[1]:.0f}%)<br>click to see the "
+                      "images<extra></extra>")
+    return fig.update_layout(clickmode="event+select")

@@ -16,11 +16,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import insight
 from .backbones import BackboneError, list_backbones
-from .charts import runs_table
+from .charts import data_efficiency_table, runs_table, tradeoff_table
+from .codegen import script_for_run
+from .compress import CompressConfig, compress_run, config_help, progress_printer
 from .config import RunConfig
 from .data import DataError
+from .distill import teacher_student_comparison
 from .export import export_zip, read_report
+from .fewshot import METHODS, CurveConfig, data_efficiency, parse_shots, prototype_run
+from .jobs import Reporter
 from .predict import Predictor, describe
 from .registry import RunRegistry
 from .runs import load_run
@@ -295,6 +301,91 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_code(args: argparse.Namespace) -> int:
+    try:
+        script = script_for_run(args.run)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.out:
+        print(script, end="")
+        return 0
+    Path(args.out).write_text(script)
+    print(f"script written to {args.out}; run it with: python {args.out}")
+    return 0
+
+
+def cmd_distill_report(args: argparse.Namespace) -> int:
+    try:
+        table = teacher_student_comparison(args.run)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"Teacher and student of {Path(args.run).name}, measured now on one thread of this computer's CPU "
+          f"({os.cpu_count()} cores, torch {torch.__version__}); accuracy on the student's validation images:\n")
+    print(table.to_markdown())
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    try:
+        predictor = Predictor.from_run(args.run)
+        found = insight.explain(predictor, args.image, args.class_name)
+    except (FileNotFoundError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    found.overlay().save(args.out)
+    print(f"{args.image}: predicted {found.predicted_class} ({found.predicted_probability:.1%}); heatmap for "
+          f"{found.class_name} ({found.probability:.1%}) written to {args.out}")
+    print(f"method: {found.method}")
+    return 0
+
+
+def _print_drift(run_dir: str) -> None:
+    print("\nWeight drift per layer group, stem -> head (||w - w0|| / ||w0||):")
+    try:
+        drifts = insight.weight_drift(run_dir)
+    except insight.InsightError as e:
+        print(f"  not available: {e}")
+        return
+    for d in drifts:
+        print(f"  {d.index:2d} {d.name:40s} {d.drift:8.2%}{'  (frozen)' if d.frozen else ''}")
+
+
+def _print_separation(run_dir: str) -> None:
+    try:
+        found = insight.feature_map(run_dir)
+    except (insight.InsightError, DataError) as e:
+        print(f"\nClass separation: not available: {e}")
+        return
+    print(f"\nClass separation of the validation features (silhouette, cosine; -1 mixed .. 1 apart): "
+          f"before training {found.separation_before:.3f} -> after {found.separation_after:.3f}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    record = load_run(args.run)
+    try:
+        predictions = insight.validation_predictions(args.run)
+    except (insight.InsightError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    names = (record.summary or {}).get("class_names") or record.config.get("class_names")
+    matrix = insight.prediction_matrix(predictions, names)
+    accuracy = sum(p.correct for p in predictions) / max(1, len(predictions))
+    print(f"{record.id}: {record.config.get('strategy')} · {record.config.get('backbone')} · "
+          f"{accuracy:.1%} of {len(predictions)} validation images right\n")
+    print(insight.class_report(matrix, names).to_markdown(floatfmt=".3f"))
+    confused = insight.most_confused(matrix, names)
+    if confused:
+        print("\nMost confused: " + ", ".join(f"{t} -> {p} ({n})" for t, p, n in confused))
+    for p in insight.most_wrong(predictions, args.top_losses):
+        print(f"  {p.name}: {p.true_class} predicted {p.predicted_class} ({p.confidence:.0%} sure, loss {p.loss:.2f})")
+    if not args.quick:
+        _print_drift(args.run)
+        _print_separation(args.run)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Transfer Learning Workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,7 +424,147 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", required=True, help="the run directory (runs/<run id>)")
     export.add_argument("--out", required=True, help="the .zip file to write")
     export.set_defaults(func=cmd_export)
+    code = sub.add_parser("code", help="show me the code: the run as a plain timm + torch training script")
+    code.add_argument("--run", required=True, help="the run directory (runs/<run id>)")
+    code.add_argument("--out", help="write the script to this file (default: print it)")
+    code.set_defaults(func=cmd_code)
+    distill_report = sub.add_parser("distill-report", help="a distillation run's teacher and student side by side: "
+                                                           "accuracy, parameters, size on disk, CPU latency")
+    distill_report.add_argument("--run", required=True, help="the student's run directory (runs/<run id>)")
+    distill_report.set_defaults(func=cmd_distill_report)
+    _add_insight_commands(sub)
+    _add_compress_fewshot_commands(sub)
     return parser
+
+
+def _add_insight_commands(sub: argparse._SubParsersAction) -> None:
+    explain = sub.add_parser("explain", help="Grad-CAM: where in an image a run's model finds its evidence")
+    explain.add_argument("--run", required=True, help="the run directory (runs/<run id>)")
+    explain.add_argument("--out", required=True, help="the PNG to write (the picture with the heatmap over it)")
+    explain.add_argument("--class", dest="class_name", help="the class to explain (default: the predicted one)")
+    explain.add_argument("image", metavar="IMAGE")
+    explain.set_defaults(func=cmd_explain)
+    report = sub.add_parser("report", help="a finished run from the inside: per-class precision, recall and F1, the "
+                                           "worst mistakes, weight drift per layer group and class separation")
+    report.add_argument("--run", required=True, help="the run directory (runs/<run id>)")
+    report.add_argument("--top-losses", type=int, default=5, help="how many of the worst mistakes to list")
+    report.add_argument("--quick", action="store_true", help="only the validation predictions: skip weight drift "
+                                                             "and class separation (they rebuild the start model)")
+    report.set_defaults(func=cmd_report)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Compression, prototypes and the data-efficiency curve
+
+
+def _comma_list(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    try:
+        sparsities = tuple(float(s) for s in _comma_list(args.sparsity))
+    except ValueError:
+        print(f"error: --sparsity takes numbers between 0 and 1, e.g. 0.5,0.9; got '{args.sparsity}'.",
+              file=sys.stderr)
+        return 2
+    config = CompressConfig(run=args.run, sparsities=sparsities, structured=args.structured,
+                            finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+                            quantize=tuple(_comma_list(args.quantize)), calibration_images=args.calibration_images,
+                            latency_repeats=args.latency_repeats, latency_threads=args.latency_threads)
+    try:
+        report = compress_run(config, Reporter(progress_printer()))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table = tradeoff_table(report)
+    print(table.drop(columns=["note"]).to_markdown(index=False))
+    for _, row in table.iterrows():
+        print(f"- {row['variant']}: {row['note']}")
+    print(f"latency: {report['latency']}")
+    print(f"variants and report.json written to {Path(args.run) / 'compressed'}")
+    return 0 if all(v["status"] == "ok" for v in report["variants"]) else 1
+
+
+def cmd_prototypes(args: argparse.Namespace) -> int:
+    shots = parse_shots(args.shots)[0]
+    runs_dir = RunConfig(data=args.data, runs_dir=args.runs_dir).runs_path()
+    started = time.perf_counter()
+    run_dir, result = prototype_run(args.data, args.backbone, shots, runs_dir, args.image_size, args.weights,
+                                    args.val_fraction, args.seed, Reporter(progress_printer()))
+    summary = load_run(run_dir).summary or {}
+    print(f"prototypes from {shots} image(s) per class: validation accuracy {result.val_accuracy:.1%} "
+          f"(chance {1 / len(result.images_per_class):.0%}), {time.perf_counter() - started:.1f} s")
+    source = summary.get("pretrained") or {}
+    loud = "" if source.get("pretrained") else "   <-- NOT PRETRAINED: random features make poor prototypes"
+    print(f"pretrained: {source.get('description')}{loud}")
+    print(f"run directory: {run_dir}  (predict with: python -m workbench predict --run {run_dir} IMAGE)")
+    return 0
+
+
+def cmd_data_efficiency(args: argparse.Namespace) -> int:
+    config = CurveConfig(data=args.data, backbone=args.backbone, shots=args.shots,
+                         methods=tuple(_comma_list(args.methods)), epochs=args.epochs, image_size=args.image_size,
+                         seed=args.seed, val_fraction=args.val_fraction, weights=args.weights, runs_dir=args.runs_dir)
+
+    def show_point(point: dict) -> None:
+        print(f"  {point['method']} with {point['images_per_class']:g} per class: "
+              f"{point['val_accuracy']:.1%}  ({point['seconds']} s)" if point["val_accuracy"] is not None
+              else f"  {point['method']}: {point['status']} {point['error']}", flush=True)
+
+    try:
+        curve = data_efficiency(config, Reporter(progress_printer(), show_point))
+    except KeyboardInterrupt:
+        print("\nStopped.", file=sys.stderr)
+        return 1
+    table = data_efficiency_table(curve["points"]).map(lambda v: f"{v:.1%}" if pd.notna(v) else "–")
+    title = (f"Data efficiency on `{Path(config.data).name}` with `{config.backbone}` at {curve['image_size']} px, "
+             f"{config.epochs} epochs per trained method, {curve['val_images']} validation images (the same for "
+             f"every point), chance {curve['chance']:.0%}; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, "
+             f"torch {torch.__version__}")
+    text = f"{title}\n\nvalidation accuracy by training images per class:\n\n{table.to_markdown()}\n"
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+        print(f"table written to {args.markdown}")
+    return 0 if all(p["status"] == "finished" for p in curve["points"]) else 1
+
+
+def _add_compress_fewshot_commands(sub: argparse._SubParsersAction) -> None:
+    compress = sub.add_parser("compress", help="prune and int8-quantise a finished run's model; measure accuracy, "
+                                               "size and latency of each variant against the original")
+    compress.add_argument("--run", required=True, help=config_help("run"))
+    compress.add_argument("--sparsity", default="0.5,0.9", help=config_help("sparsities"))
+    compress.add_argument("--structured", action="store_true", help=config_help("structured"))
+    compress.add_argument("--finetune-epochs", type=int, default=0, help=config_help("finetune_epochs"))
+    compress.add_argument("--finetune-lr", type=float, default=1e-4, help=config_help("finetune_lr"))
+    compress.add_argument("--quantize", default="dynamic,static", help=config_help("quantize"))
+    compress.add_argument("--calibration-images", type=int, default=64, help=config_help("calibration_images"))
+    compress.add_argument("--latency-repeats", type=int, default=20, help=config_help("latency_repeats"))
+    compress.add_argument("--latency-threads", type=int, default=1, help=config_help("latency_threads"))
+    compress.set_defaults(func=cmd_compress)
+    for name, func, help_text in (
+            ("prototypes", cmd_prototypes, "few-shot: nearest-class-mean prototypes on frozen pretrained features, "
+                                           "from k images per class, saved as a run (no training)"),
+            ("data-efficiency", cmd_data_efficiency, "accuracy against training images per class for prototypes, "
+                                                     "linear probe, partial fine-tune and scratch")):
+        parser = sub.add_parser(name, help=help_text)
+        parser.add_argument("--data", required=True, help="image folder or .zip (one subfolder per class)")
+        parser.add_argument("--backbone", default="tf_efficientnet_lite0", help="any timm model name")
+        parser.add_argument("--image-size", type=int, help="square input size in pixels (default: as training)")
+        parser.add_argument("--weights", default="auto", help="'auto' (best pretrained weights) or a weights file")
+        parser.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the k-shot samples")
+        parser.add_argument("--runs-dir", help="where runs are written (default: $WORKBENCH_RUNS_DIR or ./runs)")
+        parser.set_defaults(func=func)
+        if name == "prototypes":
+            parser.add_argument("--shots", default="5", help="images per class the prototypes are built from "
+                                                             "(a number, or 'all')")
+        else:
+            parser.add_argument("--shots", default="1,2,5,10,all", help="images per class, one point each")
+            parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
+            parser.add_argument("--epochs", type=int, default=5, help="epochs of every trained method")
+            parser.add_argument("--markdown", help="also write the result table to this markdown file")
 
 
 def main(argv: list[str] | None = None) -> int:

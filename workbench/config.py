@@ -50,6 +50,14 @@ class RunConfig:
     l2sp_alpha: float = field(default=0.1, **_help("L2-SP: pull of the backbone towards its pretrained weights."))
     l2sp_beta: float = field(default=0.01, **_help("L2-SP: plain L2 penalty on the new head."))
     bitfit_norms: bool = field(default=True, **_help("BitFit: also train the normalisation layers' scales."))
+    teacher_run: str = field(default="", **_help("Distillation: the teacher, a finished run's directory or id "
+                                                 "(same classes as --data)."))
+    distill_alpha: float = field(default=0.7, **_help("Distillation: weight of matching the teacher (KL) against "
+                                                      "the labels (1 - alpha)."))
+    distill_temperature: float = field(default=4.0, **_help("Distillation: temperature T softening both models' "
+                                                            "answers (1 = as they are)."))
+    target_data: str = field(default="", **_help("DANN: target-domain images (folder or .zip); class subfolders, "
+                                                 "if any, are used only to measure target accuracy."))
     runs_dir: str | None = field(default=None, **_help(f"Where runs are written (default: ${RUNS_DIR_ENV} or ./runs)."))
 
     def __post_init__(self) -> None:
@@ -74,12 +82,24 @@ class RunConfig:
             raise ValueError(f"--layer-decay must be in (0, 1], got {self.layer_decay}.")
         if self.l2sp_alpha < 0 or self.l2sp_beta < 0:
             raise ValueError("--l2sp-alpha and --l2sp-beta must be 0 or more.")
+        self._check_distill_and_dann()
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got '{self.device}'.")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for but no CUDA GPU is visible. Use --device auto or cpu.")
         if not strategy.pretrained and self.weights == "auto":
             self.weights = "none"
+
+    def _check_distill_and_dann(self) -> None:
+        """Ranges only: whether the teacher run and the target images exist is checked when a run prepares."""
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"--distill-alpha must be between 0 and 1, got {self.distill_alpha}.")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"--distill-temperature must be positive, got {self.distill_temperature}.")
+        if self.strategy == "distill" and AUGMENTATIONS[self.augment].mixes_images:
+            # the teacher's answers are cached per image; for a blend of two images there is no cached answer
+            raise ValueError(f"--augment {self.augment} blends pairs of images, which distillation cannot use: the "
+                             "teacher's answers are computed once per image. Choose none, light or standard.")
 
     def resolved(self, native_image_size: int) -> RunConfig:
         """A copy with every default filled in for this strategy, model and device."""

@@ -36,6 +36,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 VAL_FOLDER_NAMES = ("val", "valid", "validation")
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})  # OS clutter, never the user's data
+ARCHIVE_EXTENSIONS = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"})
 
 MAX_ZIP_MEMBERS = 20_000
 MAX_ZIP_TOTAL_BYTES = 2 << 30
@@ -54,6 +55,9 @@ _LAYOUT_HELP = "Expected layout: <folder>/<class_name>/<images>, one subfolder p
 
 class DataError(ValueError):
     """Bad dataset input. The message names the file/folder/option and says what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(_readable_name(message))  # it quotes paths, which may not be valid UTF-8
 
 
 @dataclass
@@ -89,12 +93,15 @@ class HealthReport:
     """The duplicate groups whose copies sit in different classes."""
     ignored_folders: list[str] = field(default_factory=list)
     """Top-level folders next to train/ and val/ that were not read (e.g. test/)."""
+    case_conflicts: list[list[str]] = field(default_factory=list)
+    """Class names that differ only in upper/lower case: two classes here, one folder on Windows and macOS."""
 
     def problems(self) -> list[str]:
         """One plain-language line per problem: what is wrong and what to do about it."""
         return [
             *self._skipped_problems(),
             *self._split_problems(),
+            *self._case_problems(),
             *self._tiny_problems(),
             *self._duplicate_problems(),
             *self._imbalance_problems(),
@@ -125,6 +132,12 @@ class HealthReport:
                 lines.append(f"Class '{name}' has no images in val/: its accuracy cannot be measured. Add some to "
                              f"val/{name}/.")
         return lines
+
+    def _case_problems(self) -> list[str]:
+        return [f"Class folders {' and '.join(repr(n) for n in names)} differ only in upper/lower case: they are read "
+                "as separate classes (and on Windows or macOS they would be one folder). If they are one class, move "
+                "their images into one folder; otherwise give them clearly different names."
+                for names in self.case_conflicts]
 
     def _tiny_problems(self) -> list[str]:
         return [f"Class '{name}' has only {_plural(self.total(name), 'readable image')}: a class needs at least 2 "
@@ -175,7 +188,8 @@ def open_dataset(path: str | Path, val_fraction: float = 0.2, seed: int = 0,
 
     Without train/ and val/ subfolders, each class is split on its own: `val_fraction` of its images (seeded by
     `seed`) go to val. A zip is checked member by member before anything is written, then extracted into
-    `extract_to` (or a fresh temporary folder, removed again if the dataset turns out unusable).
+    `extract_to` (a new or empty folder: extraction never overwrites a file; by default a fresh temporary folder,
+    removed again if the dataset turns out unusable).
     """
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}. Use e.g. 0.2 to keep 20% of "
@@ -260,13 +274,30 @@ def check_zip(zip_path: Path, remedy: str = "Re-create the zip from the dataset 
         if problem:
             raise DataError(f"Zip '{zip_path}' was refused: member '{info.filename}' {problem}. Nothing was "
                             f"extracted. {remedy}")
+    twice = _repeated_member(members)
+    if twice:
+        raise DataError(f"Zip '{zip_path}' was refused: it holds '{twice}' twice, so one copy would silently replace "
+                        f"the other. Nothing was extracted. {remedy}")
+
+
+def _repeated_member(members: list[zipfile.ZipInfo]) -> str | None:
+    """A file name the zip holds more than once (zips allow it; extracting keeps only the last copy)."""
+    seen = set()
+    for info in members:
+        key = "/".join(_member_parts(info.filename))
+        if info.is_dir() or not key:
+            continue
+        if key in seen:
+            return info.filename
+        seen.add(key)
+    return None
 
 
 def _zip_members(zip_path: Path) -> list[zipfile.ZipInfo]:
     try:
         with zipfile.ZipFile(zip_path) as zf:
             return zf.infolist()
-    except (zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - BadZipFile, OSError, NotImplementedError, a name flagged UTF-8 that is not...
         raise DataError(f"'{zip_path}' is not a readable .zip file ({e}). Re-create the zip, or give the folder.") \
             from None
 
@@ -310,10 +341,19 @@ def _extract_zip(zip_path: Path, target: Path) -> None:
                     continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 # ZipExtFile stops at the declared size and checks the CRC, so a lying header cannot overflow.
-                with zf.open(info) as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as e:
-        # RuntimeError is how zipfile says "password required".
+                # "x": never overwrite. Names differing only in case are one file on Windows and macOS.
+                try:
+                    with zf.open(info) as src, open(dest, "xb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except FileExistsError:
+                    raise DataError(f"Zip '{zip_path}': member '{info.filename}' would overwrite another member "
+                                    f"('{dest.relative_to(inside).as_posix()}'): on this computer names that differ "
+                                    "only in upper/lower case are the same file. Rename one of them and re-create "
+                                    "the zip.") from None
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - however a damaged zip fails (BadZipFile, zlib.error, EOFError,
+        # NotImplementedError for an unknown compression, RuntimeError for a password), it means the same to the user
         raise DataError(f"Could not extract zip '{zip_path}': {e}. Re-create the zip (without a password) from the "
                         "dataset folder.") from None
 
@@ -395,26 +435,40 @@ def _scan(root: Path) -> _Scan:
             raise _no_classes_error(root)
     else:
         class_dirs = {split: _subfolders(folder) for split, folder in splits.items()}
-    class_names = sorted({d.name for dirs in class_dirs.values() for d in dirs})
+    class_names = sorted({_readable_name(d.name) for dirs in class_dirs.values() for d in dirs})
     if len(class_names) < 2:
         found = ", ".join(f"'{n}'" for n in class_names) or "none"
         raise DataError(f"Dataset '{root}' needs at least 2 classes, found {len(class_names)}: {found}. "
                         f"{_LAYOUT_HELP}.")
-    found = [_Found(path, path.relative_to(root).as_posix(), d.name, d, split)
+    found = [_Found(path, _readable_name(path.relative_to(root).as_posix()), _readable_name(d.name), d, split)
              for split, dirs in class_dirs.items() for d in dirs for path in _files_under(d)]
     for name in class_names:
         if not any(f.class_name == name for f in found):
-            folders = [d for dirs in class_dirs.values() for d in dirs if d.name == name]
+            folders = [d for dirs in class_dirs.values() for d in dirs if _readable_name(d.name) == name]
             raise DataError(f"Class folder '{folders[0]}' is empty. Add images of '{name}' or remove the folder.")
     loose = [p for folder in [root, *(splits or {}).values()] for p in _loose_images(folder)]
     return _Scan(
         root=root,
         class_names=class_names,
         found=found,
-        skipped=[SkippedFile(p.relative_to(root).as_posix(), "image not inside a class folder") for p in loose],
+        skipped=[SkippedFile(_readable_name(p.relative_to(root).as_posix()), "image not inside a class folder")
+                 for p in loose],
         has_split=splits is not None,
         ignored_folders=[p.name for p in _subfolders(root) if splits and p not in splits.values()],
     )
+
+
+def _readable_name(name: str) -> str:
+    """A file or folder name as text that can be shown and saved anywhere. Names that are not valid UTF-8 on disk
+    (e.g. Latin-1 from an old USB stick) reach Python with surrogate escapes, which a web page cannot display."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _case_conflicts(class_names: list[str]) -> list[list[str]]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in class_names:
+        groups[name.casefold()].append(name)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def _no_classes_error(root: Path) -> DataError:
@@ -433,6 +487,11 @@ class _Unreadable(Exception):
 
 def _check_file(found: _Found) -> _Checked:
     suffix = found.path.suffix.lower()
+    if not found.path.is_file():  # a named pipe or device would block or never end when read
+        return _Checked(found, "not a regular file", None)
+    if suffix in ARCHIVE_EXTENSIONS:
+        return _Checked(found, f"an archive inside the dataset ({suffix}), not opened: unpack its images into the "
+                               "class folder", None)
     if suffix not in IMAGE_EXTENSIONS:
         return _Checked(found, f"not an image ({suffix or 'no extension'})", None)
     try:
@@ -575,6 +634,7 @@ def _health_report(scan: _Scan, checked: list[_Checked], split_of: dict[str, str
         has_split=scan.has_split,
         label_conflicts=[[f.rel for f in g] for g in groups if len({f.class_name for f in g}) > 1],
         ignored_folders=scan.ignored_folders,
+        case_conflicts=_case_conflicts(scan.class_names),
     )
 
 

@@ -2,9 +2,10 @@
 
 `export_zip(run_dir, dest)` writes one zip that works without the workbench: the weights (safetensors), `model.json`
 (backbone, classes, preprocessing), a small `predict.py` that needs only torch, timm, pillow and safetensors, a
-README, a TorchScript copy when tracing works (checked against the original on the run's validation images) and
-`export_report.json` with the outcome of that check. `import_zip(zip_path, runs_dir)` turns such a zip into a run
-directory the app can list and predict with. Nothing is ever unpickled: weights are read only through safetensors.
+README, a TorchScript copy and an ONNX copy when the model can be exported that way (each checked against the
+original on the run's validation images), and `export_report.json` with the outcome of those checks.
+`import_zip(zip_path, runs_dir)` turns such a zip into a run directory the app can list and predict with. Nothing is
+ever unpickled: weights are read only through safetensors.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import os
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import timm
 import torch
@@ -29,6 +32,9 @@ from .backbones import BackboneError, check_backbone_name
 from .data import RESIZE_METHOD, DataError, check_zip
 from .predict import Predictor, resize_size, validation_images
 
+if TYPE_CHECKING:
+    import onnxruntime
+
 EXPORT_FILE = "export.zip"
 """Where the app keeps a run's export, inside its run directory (built once, reused while the model is unchanged)."""
 FORMAT = "workbench-model/1"
@@ -37,6 +43,8 @@ INFO_MEMBER = "model.json"
 SCRIPT_MEMBER = "predict.py"
 README_MEMBER = "README.txt"
 TORCHSCRIPT_MEMBER = "model.torchscript.pt"
+ONNX_MEMBER = "model.onnx"
+ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 REPORT_MEMBER = "export_report.json"
 IMPORTED = "imported"  # the strategy name an imported run is recorded under
 
@@ -46,19 +54,23 @@ class ExportError(ValueError):
 
 
 @dataclass
-class ExportReport:
-    """How the export went; the TorchScript copy is only trusted if it gives the original's top-1 answers."""
+class CopyCheck:
+    """One copy of the model in another format (TorchScript, ONNX): whether it could be made, and how often it gives
+    the original's top-1 class on the run's validation images. A copy is only trusted if it always does."""
 
-    run_id: str
-    torchscript: bool
-    """A TorchScript copy is in the zip."""
-    torchscript_error: str | None = None
-    """Why tracing failed, when it did."""
+    format: str
+    """"TorchScript" or "ONNX"."""
+    exported: bool
+    """The copy is in the zip."""
+    error: str | None = None
+    """Why the copy could not be made, when it could not."""
     same_top1: int | None = None
-    """Validation images on which the TorchScript copy and the original give the same top-1 class."""
+    """Validation images on which the copy and the original give the same top-1 class."""
     checked: int | None = None
     """Validation images compared (None: not checked)."""
     not_checked_because: str | None = None
+    how: str | None = None
+    """How the copy was made, when there is more than one way (the ONNX exporter used)."""
 
     @property
     def agreement(self) -> float | None:
@@ -66,18 +78,49 @@ class ExportReport:
 
     def sentence(self) -> str:
         """One plain line for the page, the CLI and the README."""
-        if not self.torchscript:
-            return f"TorchScript: not exported ({self.torchscript_error}). The safetensors model works as usual."
+        if not self.exported:
+            return f"{self.format}: not exported ({self.error}). The safetensors model works as usual."
         if not self.checked:
-            return f"TorchScript: exported, not checked ({self.not_checked_because})."
-        return f"TorchScript: same top-1 on {self.same_top1}/{self.checked} validation images."
+            return f"{self.format}: exported, not checked ({self.not_checked_because})."
+        return f"{self.format}: same top-1 on {self.same_top1}/{self.checked} validation images."
+
+
+@dataclass
+class ExportReport:
+    """How the export went: one CopyCheck per extra format in the zip."""
+
+    run_id: str
+    torchscript: CopyCheck
+    onnx: CopyCheck
+
+    @property
+    def copies(self) -> list[CopyCheck]:
+        return [self.torchscript, self.onnx]
+
+    def sentence(self) -> str:
+        """One line per copy, for the CLI and the README."""
+        return "\n".join(copy.sentence() for copy in self.copies)
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "agreement": self.agreement, "sentence": self.sentence()}
+        return {"run_id": self.run_id, **{key: {**dataclasses.asdict(copy), "agreement": copy.agreement,
+                                                "sentence": copy.sentence()}
+                                          for key, copy in (("torchscript", self.torchscript), ("onnx", self.onnx))}}
 
     @classmethod
     def from_dict(cls, values: dict) -> ExportReport:
-        return cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
+        names = [f.name for f in dataclasses.fields(CopyCheck)]
+        return cls(values["run_id"], *(CopyCheck(**{n: values[key].get(n) for n in names})
+                                       for key in ("torchscript", "onnx")))
+
+
+@dataclass
+class ModelCopy:
+    """A copy made for the zip (its bytes) and a function that runs it the way a user would load it: a normalised
+    float batch in, one score per class out."""
+
+    member: str
+    data: bytes
+    run: Callable[[torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -89,16 +132,16 @@ def export_zip(run_dir: str | Path, dest: str | Path) -> Path:
     run_dir, dest = Path(run_dir), Path(dest)
     predictor = Predictor.from_run(run_dir)
     record = runs.load_run(run_dir)
-    scripted, report = torchscript_copy(predictor, run_dir)
+    made = [torchscript_copy(predictor), onnx_copy(predictor)]
+    report = ExportReport(run_dir.name, *check_copies(predictor, run_dir, made))
     members = {
         WEIGHTS_MEMBER: (run_dir / runs.MODEL_FILE).read_bytes(),
         INFO_MEMBER: json.dumps(exported_info(predictor.info, record), indent=2),
         SCRIPT_MEMBER: PREDICT_SCRIPT,
         README_MEMBER: readme(predictor.info, record, report),
         REPORT_MEMBER: json.dumps(report.to_dict(), indent=2),
+        **{copy.member: copy.data for copy, _ in made if copy is not None},
     }
-    if scripted is not None:
-        members[TORCHSCRIPT_MEMBER] = scripted
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -109,11 +152,16 @@ def export_zip(run_dir: str | Path, dest: str | Path) -> Path:
 
 
 def existing_export(run_dir: str | Path) -> Path | None:
-    """The export kept in the run's directory, if there is one at least as new as the model."""
+    """The export kept in the run's directory, if there is one at least as new as the model and as this version's
+    exports (one made before the ONNX copy existed is made again)."""
     dest, model = Path(run_dir) / EXPORT_FILE, Path(run_dir) / runs.MODEL_FILE
-    if dest.exists() and model.exists() and dest.stat().st_mtime >= model.stat().st_mtime:
-        return dest
-    return None
+    if not (dest.exists() and model.exists() and dest.stat().st_mtime >= model.stat().st_mtime):
+        return None
+    try:
+        read_report(dest)
+    except (AttributeError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return None
+    return dest
 
 
 def cached_export(run_dir: str | Path) -> Path:
@@ -152,35 +200,103 @@ def exported_info(info: dict, record: runs.RunRecord) -> dict:
     }
 
 
-def torchscript_copy(predictor: Predictor, run_dir: Path) -> tuple[bytes | None, ExportReport]:
-    """The model traced to TorchScript (eval mode), and how often it agrees with the original on validation images."""
-    run_id = run_dir.name
-    size = predictor.info["image_size"]
-    example = torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+def _example_batch(predictor: Predictor, size: int = 2) -> torch.Tensor:
+    # Two images, not one: exporters may treat a dimension of size 1 as fixed, and the batch must stay free.
+    side = predictor.info["image_size"]
+    return torch.zeros(size, 3, side, side, device=predictor.device).contiguous(memory_format=torch.channels_last)
+
+
+def _failed(format_name: str, error: Exception) -> CopyCheck:
+    return CopyCheck(format_name, exported=False, error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
+
+
+def torchscript_copy(predictor: Predictor) -> tuple[ModelCopy | None, CopyCheck]:
+    """The model traced to TorchScript (eval mode), reloaded from its bytes as a user would load it."""
     try:
         with torch.no_grad():
-            traced = torch.jit.trace(predictor.model, example)
+            traced = torch.jit.trace(predictor.model, _example_batch(predictor))
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer)
     except Exception as e:  # noqa: BLE001 - some architectures do not trace; the safetensors export still works
-        return None, ExportReport(run_id, torchscript=False, torchscript_error=f"{type(e).__name__}: {e}")
+        return None, _failed("TorchScript", e)
     scripted = buffer.getvalue()
-    # Compare the copy as it will be loaded from the zip, not the object in memory.
     reloaded = torch.jit.load(io.BytesIO(scripted), map_location=predictor.device).eval()
+    return ModelCopy(TORCHSCRIPT_MEMBER, scripted, reloaded), CopyCheck("TorchScript", exported=True)
+
+
+# torch has two ONNX exporters. The TorchScript-based one exports a small CNN in under a second; the torch.export-based
+# one (torch's default since 2.9) is several times slower but handles more models, e.g. a ViT whose position
+# embedding is resized at a non-native image size. We try the fast one first and fall back on the other.
+ONNX_EXPORTERS = {"TorchScript-based exporter": False, "torch.export-based exporter": True}
+
+
+def _onnx_bytes(model: torch.nn.Module, example: torch.Tensor, dynamo: bool) -> bytes:
+    names = {"input_names": [ONNX_INPUT], "output_names": [ONNX_OUTPUT]}
+    with torch.no_grad():
+        if dynamo:
+            program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, optimize=True,
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},), **names)
+            return program.model_proto.SerializeToString()
+        buffer = io.BytesIO()
+        torch.onnx.export(model, (example,), buffer, dynamo=False,
+                          dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}}, **names)
+        return buffer.getvalue()
+
+
+def onnx_copy(predictor: Predictor) -> tuple[ModelCopy | None, CopyCheck]:
+    """The model as ONNX (batch size free), run by onnxruntime as a user would run it."""
+    import onnxruntime  # here, not at the top: every CLI command imports this module, only exports need it
+
+    errors = []
+    for how, dynamo in ONNX_EXPORTERS.items():
+        try:
+            data = _onnx_bytes(predictor.model, _example_batch(predictor), dynamo)
+            session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - an exporter that cannot handle an operator; try the next one
+            errors.append(_failed("ONNX", e).error)
+            continue
+        return ModelCopy(ONNX_MEMBER, data, _onnx_runner(session)), CopyCheck("ONNX", exported=True, how=how)
+    return None, CopyCheck("ONNX", exported=False, error="; ".join(errors))
+
+
+def _onnx_runner(session: onnxruntime.InferenceSession) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        # onnxruntime reads plain contiguous NCHW arrays; the predictor's batches are channels_last
+        outputs = session.run([ONNX_OUTPUT], {ONNX_INPUT: batch.cpu().contiguous().numpy()})
+        return torch.from_numpy(outputs[0]).to(batch.device)
+
+    return run
+
+
+def check_copies(predictor: Predictor, run_dir: Path,
+                 made: list[tuple[ModelCopy | None, CopyCheck]]) -> list[CopyCheck]:
+    """Each check completed with the copy's top-1 agreement with the original on the run's validation images (read
+    once for all copies)."""
+    checks = [check for _, check in made]
+    copies = [copy for copy, _ in made if copy is not None]
+    if not copies:
+        return checks
     try:
         with validation_images(run_dir) as samples:
-            same, total = top1_agreement(predictor, reloaded, [s.path for s in samples])
+            same, total = top1_agreement(predictor, [copy.run for copy in copies], [s.path for s in samples])
     except (DataError, ValueError) as e:
-        return scripted, ExportReport(run_id, torchscript=True, not_checked_because=str(e))
-    return scripted, ExportReport(run_id, torchscript=True, same_top1=same, checked=total)
+        return [dataclasses.replace(check, not_checked_because=str(e)) if check.exported else check
+                for check in checks]
+    agreeing = iter(same)
+    return [dataclasses.replace(check, same_top1=next(agreeing), checked=total) if check.exported else check
+            for check in checks]
 
 
 @torch.inference_mode()
-def top1_agreement(predictor: Predictor, other: torch.nn.Module, images: list[Path]) -> tuple[int, int]:
-    """(images where `other` gives the predictor's top-1 class, images compared), on identical inputs."""
-    same = 0
+def top1_agreement(predictor: Predictor, others: list[Callable[[torch.Tensor], torch.Tensor]],
+                   images: list[Path]) -> tuple[list[int], int]:
+    """(for each of `others`, the images where it gives the predictor's top-1 class; images compared), each image
+    decoded once and fed identically to all."""
+    same = [0] * len(others)
     for batch in predictor.batches(images):
-        same += int((predictor.model(batch).argmax(1) == other(batch).argmax(1)).sum())
+        expected = predictor.model(batch).argmax(1)
+        for i, other in enumerate(others):
+            same[i] += int((other(batch).argmax(1) == expected).sum())
     return same, len(images)
 
 
@@ -189,7 +305,8 @@ def readme(info: dict, record: runs.RunRecord, report: ExportReport) -> str:
     measured = f"Validation accuracy when it was trained: {accuracy:.1%}.\n" if accuracy is not None else ""
     return README.format(backbone=info["backbone"], classes=", ".join(info["class_names"]), run_id=record.id,
                          measured=measured, size=info["image_size"], resize_to=resize_size(info),
-                         torchscript=report.sentence())
+                         torchscript=report.torchscript.sentence(), onnx=report.onnx.sentence(),
+                         onnx_input=ONNX_INPUT)
 
 
 README = """\
@@ -203,7 +320,8 @@ What is inside
   model.json            the backbone name, the class names and how to prepare an image
   predict.py            a small program that classifies images with the model
   model.torchscript.pt  the same model as TorchScript, when it could be made (see below)
-  export_report.json    how the TorchScript copy compared with the original
+  model.onnx            the same model as ONNX, when it could be made (see below)
+  export_report.json    how the TorchScript and ONNX copies compared with the original
 
 Classify images
   pip install torch timm pillow safetensors
@@ -218,6 +336,13 @@ TorchScript
   {torchscript}
   model = torch.jit.load("model.torchscript.pt") takes a float batch [N, 3, {size}, {size}], prepared as above,
   and returns one score per class (softmax gives probabilities). It needs torch only, not timm.
+
+ONNX
+  {onnx}
+  For onnxruntime and other ONNX tools (no torch needed): pip install onnxruntime numpy, then
+    session = onnxruntime.InferenceSession("model.onnx")
+    scores = session.run(None, {{"{onnx_input}": batch}})[0]
+  where batch is a float32 numpy array [N, 3, {size}, {size}] prepared as above; one score per class comes back.
 """
 
 PREDICT_SCRIPT = '''\
@@ -299,10 +424,12 @@ def import_zip(zip_path: str | Path, runs_dir: str | Path) -> Path:
     """Turn an exported zip into a new run directory under `runs_dir` (marked "imported") and return it.
 
     The zip is checked like a dataset zip before anything is read; only model.json and model.safetensors are read
-    from it (anything else, the TorchScript copy included, is ignored), and the weights must fit the backbone."""
+    from it (anything else, the TorchScript and ONNX copies included, is ignored), and the weights must fit the
+    backbone."""
     zip_path = Path(zip_path)
     check_zip(zip_path, remedy="Use the zip exactly as the workbench exported it.")
     exported, weights = _read_export(zip_path)
+    _check_format(exported, zip_path)
     info = _run_info(exported, zip_path)
     _check_weights_fit(info, weights, zip_path)
     run_dir = Path(runs_dir) / runs.new_run_id(IMPORTED, info["backbone"])
@@ -350,6 +477,23 @@ def _read_export(zip_path: Path) -> tuple[dict, bytes]:
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ExportError(f"'{zip_path.name}' cannot be read as a model export ({e}). Export the model again.") \
             from None
+
+
+def _check_format(exported: dict, zip_path: Path) -> None:
+    """Refuse an export whose model.json this version cannot read: from a newer workbench, an older format, or
+    something else entirely; the message says which and what to do."""
+    name, _, version = str(exported.get("format", "")).partition("/")
+    ours = int(FORMAT.partition("/")[2])
+    if name != FORMAT.partition("/")[0] or not version.isdigit():
+        raise ExportError(f"'{zip_path.name}' is not a model exported by the workbench: its {INFO_MEMBER} has no "
+                          f"'format': '{FORMAT}'. Export the model again from the app.")
+    if int(version) > ours:
+        raise ExportError(f"'{zip_path.name}' was exported by a newer version of the workbench (format {version}; this "
+                          f"one reads format {ours}). Update this workbench to that version, or export the model again "
+                          "with this one.")
+    if int(version) < ours:
+        raise ExportError(f"'{zip_path.name}' was exported by an older version of the workbench (format {version}; "
+                          f"this one reads format {ours}). Export the model again with this version.")
 
 
 def _run_info(exported: dict, zip_path: Path) -> dict:

@@ -22,6 +22,7 @@ from .model_views import model_groups
 from .train import TERMINAL, Run
 
 LIVE = ("queued", "preparing", "running")
+ELSEWHERE = "training in another process"  # the phase of a run that is live on disk but not in this registry
 KEEP_IN_MEMORY = 100  # finished runs beyond this many are dropped from memory; their records stay on disk
 RACE_BUDGET_STRATEGY = "full"  # a race gives every strategy the epochs and image size this one would get
 
@@ -176,7 +177,7 @@ class RunRegistry:
         return sorted(fresh + on_disk, key=lambda record: record.id, reverse=True)
 
     def statuses(self) -> dict[str, str]:
-        """run id -> status, for the runs in memory (the disk cannot tell queued or running from interrupted)."""
+        """run id -> status, for the runs in memory (queued and preparing runs have nothing on disk yet)."""
         return {run.id: run.status for run in self.runs()}
 
 
@@ -189,7 +190,8 @@ def latest_confusion_matrix(summary: dict | None, metrics: list[dict]) -> list[l
 
 def _record_of(run: Run) -> runs.RunRecord:
     config = {**run.config.to_dict(), **run.info.get("resolved", {}), **run.info, "created": run.created}
-    return runs.RunRecord(id=run.id, dir=run.dir, config=config, metrics=list(run.metrics), summary=run.summary)
+    return runs.RunRecord(id=run.id, dir=run.dir, config=config, metrics=list(run.metrics), summary=run.summary,
+                          live=not run.done)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -210,6 +212,8 @@ PHASE_EXPLANATIONS = {
     "stopped": "Stopped: training ended early; what was learned so far is kept.",
     "failed": "Failed: see the error below.",
     "interrupted": "Interrupted: the app stopped while this run was training; what was recorded is shown.",
+    ELSEWHERE: "Training in another process (the command line or another app server): what it has recorded so far "
+               "is shown. Stop it where it was started.",
 }
 
 
@@ -218,7 +222,7 @@ class RunView:
     """A read-only snapshot of one run, the same whether it is live in memory or only on disk."""
 
     id: str
-    status: str  # queued | preparing | running | finished | stopped | failed | interrupted
+    status: str  # queued | preparing | running | finished | stopped | failed | interrupted (see runs.RunRecord)
     phase: str
     config: dict  # the resolved config once known, plus the facts learned while preparing
     metrics: list[dict]
@@ -231,6 +235,7 @@ class RunView:
     dir: Path
     queue_position: int | None = None
     stopping: bool = False  # Stop was pressed; the run ends after the current batch
+    elsewhere: bool = False  # live in another process: this server can show it but not stop it
 
     @classmethod
     def of_run(cls, run: Run, queue_position: int | None = None) -> RunView:
@@ -242,11 +247,15 @@ class RunView:
 
     @classmethod
     def of_record(cls, record: runs.RunRecord) -> RunView:
+        """A run this registry does not hold: ended, interrupted, or training in another process."""
         summary = record.summary or {}
-        status = summary.get("status", "interrupted")
-        return cls(id=record.id, status=status, phase=status, config=record.config, metrics=record.metrics,
-                   batches=record.batches(), progress={}, summary=record.summary, health=record.health(),
-                   error=summary.get("error"), hint=summary.get("hint"), dir=record.dir)
+        batches = record.batches()
+        live = record.status in LIVE
+        return cls(id=record.id, status=record.status, phase=ELSEWHERE if live else record.status,
+                   config=record.config, metrics=record.metrics, batches=batches,
+                   progress=dict(batches[-1]) if live and batches else {}, summary=record.summary,
+                   health=record.health(), error=summary.get("error"), hint=summary.get("hint"), dir=record.dir,
+                   elsewhere=live)
 
     @property
     def live(self) -> bool:
@@ -259,6 +268,11 @@ class RunView:
     @property
     def class_names(self) -> list[str]:
         return self.config.get("class_names") or (self.summary or {}).get("class_names") or []
+
+    @property
+    def kept_epoch(self) -> int | None:
+        """The epoch whose weights are saved (an interrupted or failed run keeps its last checkpoint)."""
+        return runs.saved_epoch(self.dir)
 
     @property
     def confusion_matrix(self) -> list[list[int]] | None:

@@ -1,18 +1,33 @@
 """Run records on disk: `runs/<run_id>/` holds config.json, health.json, metrics.jsonl (one line per epoch, flushed
-as it is written), summary.json and model.safetensors. Listing and loading past runs is done here."""
+as it is written), batches.jsonl, summary.json and model.safetensors + model.json. Listing and loading past runs is
+done here.
+
+Crash safety: every file except the two .jsonl logs is written to a temporary file, flushed to disk and renamed over
+the old one, so a reader, or the app after a crash or power cut, sees the old file or the new one, never half of one.
+The logs are appended a line at a time; a torn last line (the process was killed mid-write) is skipped when read.
+While a process trains a run, `running.json` names that process; a run with no summary whose process is gone (killed,
+closed, out of memory) is `interrupted`, and it keeps every epoch it flushed and the weights of its last checkpoint.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import timm
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 CONFIG_FILE = "config.json"
 HEALTH_FILE = "health.json"
@@ -21,6 +36,10 @@ BATCHES_FILE = "batches.jsonl"
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.safetensors"
 MODEL_INFO_FILE = "model.json"
+LIVE_FILE = "running.json"
+"""Present while a process trains the run: its pid, the process's start time and the host."""
+STALE_AFTER_S = 600
+"""A run trained on another host (a shared runs folder) counts as live while it wrote something this recently."""
 
 
 def new_run_id(strategy: str, backbone: str) -> str:
@@ -28,51 +47,143 @@ def new_run_id(strategy: str, backbone: str) -> str:
     return f"{stamp}-{strategy}-{backbone}-{secrets.token_hex(2)}"
 
 
+# -------------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path next to `path` to write the new content to; when the block ends it is flushed to disk and
+    renamed over `path` in one step. If anything fails (a full disk), the temporary file is removed and `path` keeps
+    its old content."""
+    # pid and thread in the name: two writers of the same file never share a temporary file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        yield tmp
+        _flush_to_disk(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e  # name the file the user knows, not the temporary one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _flush_to_disk(path: Path) -> None:
+    # Renaming is atomic, but without fsync a power cut can leave the renamed file empty on some filesystems.
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 def write_json(path: Path, value: dict) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
+    """Write `value` as JSON, atomically (see `replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, default=str))
 
 
 def append_jsonl(path: Path, value: dict) -> None:
+    """Append one line in one write, so a crash can tear at most the last line (which `read_jsonl` skips)."""
     with path.open("a") as f:
         f.write(json.dumps(value, default=str) + "\n")
         f.flush()
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Every complete line of a log; a torn or damaged line (a crash mid-write, a line being written) is skipped."""
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            break  # a line being written right now
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
-def save_run_model(run_dir: Path, model: torch.nn.Module, info: dict) -> None:
-    """Weights as safetensors plus what is needed to rebuild the model (backbone name, classes, preprocessing)."""
-    model = model.to("cpu", memory_format=torch.contiguous_format)
-    save_model(model, str(run_dir / MODEL_FILE))
+def save_run_model(run_dir: Path, model: torch.nn.Module, info: dict, epoch: int | None = None) -> None:
+    """Weights as safetensors (atomically, tagged with the epoch they come from) plus what is needed to rebuild the
+    model (backbone name, classes, preprocessing). The model itself is left as it is: this also runs mid-training."""
+    # A CPU copy: the model may be on a GPU or in channels_last; copies also keep tied weights saveable as is.
+    state = {name: tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+             for name, tensor in model.state_dict().items()}
+    with replacing(run_dir / MODEL_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"epoch": str(epoch)} if epoch is not None else None)
     write_json(run_dir / MODEL_INFO_FILE, info)
+
+
+def saved_epoch(run_dir: Path) -> int | None:
+    """The epoch the run's saved weights come from; None if there are none or they do not say."""
+    try:
+        with safe_open(str(Path(run_dir) / MODEL_FILE), framework="pt") as f:
+            epoch = (f.metadata() or {}).get("epoch", "")
+    except (OSError, SafetensorError):
+        return None
+    return int(epoch) if epoch.isdigit() else None
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Which runs are still training
+
+
+def mark_live(run_dir: Path) -> None:
+    """Record that this process trains the run (removed again by `clear_live` when the run ends)."""
+    pid = os.getpid()
+    write_json(Path(run_dir) / LIVE_FILE, {"pid": pid, "started": _process_start(pid), "host": socket.gethostname()})
+
+
+def clear_live(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):  # a marker that cannot be removed is judged by its (ended) process anyway
+        (Path(run_dir) / LIVE_FILE).unlink(missing_ok=True)
+
+
+def is_live(run_dir: Path) -> bool:
+    """True while the process named in the run's `running.json` is still the one that wrote it. A pid alone is not
+    enough: after a restart (a container's app is often pid 1 again) another process may carry the same number."""
+    try:
+        marker = json.loads((Path(run_dir) / LIVE_FILE).read_text())
+        pid, started, host = int(marker["pid"]), marker["started"], marker["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname():  # its process cannot be seen from here: judge by how recently it wrote
+        newest = max((p.stat().st_mtime for p in Path(run_dir).iterdir() if p.is_file()), default=0.0)
+        return time.time() - newest < STALE_AFTER_S
+    now = _process_start(pid)
+    return now is not None and started is not None and abs(now - started) < 1.0
+
+
+def _process_start(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Reading
 
 
 @dataclass
 class RunRecord:
-    """A run as found on disk (finished, stopped, failed, or still being written)."""
+    """A run as found on disk: finished, stopped, failed, still training (in this or another process) or
+    interrupted (no summary, and the process that trained it is gone)."""
 
     id: str
     dir: Path
     config: dict
     metrics: list[dict] = field(default_factory=list)
     summary: dict | None = None
+    live: bool = False
+    """No summary yet and the process training it is alive."""
 
     @property
     def status(self) -> str:
-        return self.summary["status"] if self.summary else "running or interrupted"
+        if self.summary:
+            return self.summary["status"]
+        return "running" if self.live else "interrupted"
 
     @property
     def has_model(self) -> bool:
@@ -92,12 +203,14 @@ def load_run(run_dir: str | Path) -> RunRecord:
     if not config_path.exists():
         raise FileNotFoundError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}).")
     summary_path = run_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     return RunRecord(
         id=run_dir.name,
         dir=run_dir,
         config=json.loads(config_path.read_text()),
         metrics=read_jsonl(run_dir / METRICS_FILE),
-        summary=json.loads(summary_path.read_text()) if summary_path.exists() else None,
+        summary=summary,
+        live=summary is None and is_live(run_dir),
     )
 
 

@@ -32,6 +32,8 @@ class Strategy:
     layer_decay: bool = False  # discriminative learning rates per group (timm's layer_decay)
     l2sp: bool = False  # penalise distance from the pretrained weights instead of plain weight decay
     bitfit: bool = False  # only biases (and optionally norm layers) of the backbone train, plus the head
+    distill: bool = False  # the loss also matches a teacher run's softened answers (knowledge distillation)
+    adapts_domain: bool = False  # a domain classifier behind a gradient-reversal layer aligns target images (DANN)
     options: tuple[str, ...] = ()  # RunConfig fields this strategy exposes in the UI and CLI
 
     def frozen_groups(self, groups: list[LayerGroup], freeze_depth: int | None, epoch: int = 1,
@@ -171,6 +173,38 @@ register(Strategy(
     ),
     trains="biases and normalisation layers of the backbone, and the head",
     default_epochs=5, default_lr=3e-3, bitfit=True, options=("bitfit_norms",),
+))
+register(Strategy(
+    name="distill",
+    title="Knowledge distillation (a teacher trains a student)",
+    explanation=(
+        "A finished run is the teacher; the backbone chosen here, usually much smaller and faster, is the student. "
+        "The student learns from the labels and also from the teacher's full answer for every image: not just "
+        "'this is a star' but 'mostly star, a bit like a cross, nothing like a circle'. Those near-misses, made "
+        "visible by softening both answers with a temperature T, carry what the teacher knows about how the "
+        "classes resemble each other, so a small student often gets closer to the big teacher than it would from "
+        "labels alone (Hinton, Vinyals and Dean, 2015). Alpha sets how much the teacher counts against the labels. "
+        "The student trains every layer (a full fine-tune); the teacher's answers are computed once per image."
+    ),
+    trains="every layer of the student, from the labels and the teacher's answers",
+    default_epochs=5, default_lr=5e-4, distill=True,
+    options=("teacher_run", "distill_alpha", "distill_temperature"),
+))
+register(Strategy(
+    name="dann",
+    title="Domain adaptation (DANN)",
+    explanation=(
+        "Your labelled images (the source) and the images the model will really meet (the target, e.g. photos "
+        "from another camera, or drawings instead of photos) often look different, and a model trained on one "
+        "loses accuracy on the other. DANN trains the network on the labelled source images while a small second "
+        "network, the domain classifier, tries to tell from the features whether an image came from the source "
+        "or the target. A gradient-reversal layer turns its success into a penalty for the backbone, so the "
+        "backbone learns features that work for the classes but look the same in both domains (Ganin et al., "
+        "2016). The target images need no labels; if they have class folders, those are used only to measure "
+        "target accuracy. Every layer trains."
+    ),
+    trains="every layer, plus a domain classifier behind a gradient-reversal layer",
+    default_epochs=5, default_lr=5e-4, adapts_domain=True, options=("target_data",),
 ))
 
 

@@ -3,9 +3,12 @@ read, writes its record to disk as it goes, and can be stopped between batches."
 
 from __future__ import annotations
 
+import errno
+import gc
 import math
 import random
 import resource
+import shutil
 import threading
 import time
 import traceback
@@ -34,10 +37,17 @@ from .strategies import (
 )
 
 TERMINAL = ("finished", "stopped", "failed")
+CHECKPOINT_SHARE = 0.1
+"""Per-epoch checkpoints may take at most about this share of the training time (a linear probe's epochs on cached
+features last milliseconds: those are checkpointed every few epochs, real training epochs every epoch)."""
 
 
 class StopRequested(Exception):
     """Raised inside the loop when the user pressed Stop; the run ends cleanly and keeps what it learned."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: training cannot recover, so the run ends and keeps its last good epoch."""
 
 
 @dataclass
@@ -59,6 +69,58 @@ class Prepared:
     frozen_groups: int
     data_cfg: dict
     groups: list[LayerGroup]
+    objective: Objective | None = None  # a strategy's additions to the loop (distillation, domain adaptation)
+
+
+class Objective:
+    """What a strategy adds to the plain training loop: extra trainable modules, a different forward pass, extra
+    loss terms and per-epoch metrics. Built while a run prepares (so bad input fails before anything is written);
+    the base class adds nothing, and `distill` and `dann` override what they need."""
+
+    indexed = False  # training batches carry each image's position in the training set as a third element
+
+    def info(self) -> dict:
+        """Facts for config.json (the teacher, the target images)."""
+        return {}
+
+    def setup(self, trainer: _Trainer) -> list[dict]:
+        """Called once the images are decoded, before the first batch; returns extra optimizer parameter groups
+        ({"params": ..., optionally "lr_scale": ...})."""
+        return []
+
+    def forward(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        return model(inputs)
+
+    def loss(self, label_loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+             extra: list[torch.Tensor]) -> torch.Tensor:
+        """The loss to minimise, given cross-entropy against the labels; `extra` is what the batch carried."""
+        return label_loss
+
+    def epoch_metrics(self, trainer: _Trainer) -> dict:
+        return {}
+
+    def finish(self, trainer: _Trainer) -> None:
+        """After the last epoch (with the weights that will be saved), before the summary is written."""
+
+    def summary(self, final: dict) -> dict:
+        """Extra summary.json entries; `final` is the evaluation of the saved weights."""
+        return {}
+
+    def close(self) -> None:
+        """Release what `__init__` holds (temporary folders)."""
+
+
+def make_objective(config: RunConfig, class_names: list[str]) -> Objective | None:
+    """The strategy's objective, checking its inputs (the teacher run, the target images); None for the plain loop."""
+    strategy = get_strategy(config.strategy)
+    # imported here: both modules build on this one
+    if strategy.distill:
+        from .distill import DistillObjective
+        return DistillObjective(config, class_names)
+    if strategy.adapts_domain:
+        from .dann import DannObjective
+        return DannObjective(config, class_names)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,14 +175,54 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; whole process
 
 
-def failure_hint(error: BaseException) -> str:
-    """What to try, in plain words, for the failures people actually hit."""
+def out_of_memory(error: BaseException) -> bool:
+    """A GPU or CPU allocation failure (PyTorch raises a RuntimeError for the CPU one)."""
     text = str(error).lower()
-    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in text:
+    return (isinstance(error, torch.OutOfMemoryError | MemoryError) or "out of memory" in text
+            or "can't allocate memory" in text)
+
+
+def disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def describe_failure(error: BaseException, config: RunConfig | None = None) -> str:
+    """The error in a sentence that says what happened, for the run record and the page."""
+    detail = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    if out_of_memory(error) and config is not None:
+        return f"Out of memory while training with batch size {config.batch_size} at {config.image_size} px ({detail})."
+    if disk_full(error):
+        return f"The disk is full: '{error.filename or 'a file'}' could not be written ({error.strerror})."
+    if isinstance(error, Diverged):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def failure_hint(error: BaseException, config: RunConfig | None = None) -> str:
+    """What to try, in plain words, for the failures people actually hit."""
+    if out_of_memory(error):
+        if config is not None and config.batch_size > 1:
+            return (f"Train again with batch size {config.batch_size // 2} (or smaller images, or a smaller "
+                    "backbone). The memory this run held has been given back, so the next run can start.")
         return "The model ran out of memory: lower the batch size or the image size, or pick a smaller backbone."
-    if "nan" in text or "inf" in text:
-        return "Training diverged: lower the learning rate."
+    if isinstance(error, Diverged):
+        lower = f" (e.g. {config.lr / 10:.1g})" if config is not None and config.lr else ""
+        return (f"Training diverged: the learning rate is probably too high. Train again with one about 10 times "
+                f"lower{lower}, or let the learning-rate finder on the Model page (`python -m workbench lr-find`) "
+                "suggest one.")
+    if disk_full(error):
+        return ("Free some disk space (for example delete runs you no longer need from the runs folder) and train "
+                "again. Runs saved before are untouched.")
     return "See the error above; if it mentions a file, fix or remove that file and start again."
+
+
+def release_memory(device: torch.device) -> None:
+    """Give back what an ended run held, so the next one starts with the memory free: collect unreachable objects
+    now rather than at some later collection, and on a GPU return the blocks PyTorch's allocator keeps cached (after
+    an out-of-memory error they would otherwise stay reserved and the next run would fail too)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig, strategy: Strategy) -> torch.optim.Optimizer:
@@ -154,6 +256,15 @@ class Normalizer:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True).float()
         return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+class IndexedImages(CachedImages):
+    """CachedImages whose items also carry their position in the training set: distillation looks up the
+    teacher's cached answer for each image of a shuffled batch by it."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image, label = super().__getitem__(index)
+        return image, label, index
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,7 +374,10 @@ class Run:
         except Exception as error:  # noqa: BLE001 - bad input is reported, nothing is written
             self._finish_without_record("failed", str(error), failure_hint(error))
             return self
+        device = torch.device(prepared.config.device)
         self._train(prepared)
+        del prepared  # the model and the decoded images: the last references, so release_memory can free them
+        release_memory(device)
         return self
 
     def _finish_without_record(self, status: str, error: str, hint: str | None = None) -> None:
@@ -296,6 +410,7 @@ class Run:
             apply_freezing(model, groups, frozen)
         cfg = data_config(model)
         resolved = config.resolved(native_image_size=cfg["input_size"][-1])
+        objective = make_objective(resolved, dataset.class_names)
         trainable, total = trainable_parameter_count(model)
         self.info = {
             "run_id": self.id,
@@ -310,14 +425,34 @@ class Run:
             "total_params": total,
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
             "resolved": resolved.to_dict(),
+            **(objective.info() if objective else {}),
         }
-        return Prepared(resolved, dataset, model, strategy, source, frozen, cfg, groups)
+        return Prepared(resolved, dataset, model, strategy, source, frozen, cfg, groups, objective)
 
     # -- training -----------------------------------------------------------------------------------------------
-    def _train(self, p: Prepared) -> None:
+    def _start_record(self, p: Prepared) -> None:
+        """The run's folder: the live marker first, config.json (which makes the run listed) last."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        runs.write_json(self.dir / runs.CONFIG_FILE, {**p.config.to_dict(), **self.info, "created": self.created})
+        runs.mark_live(self.dir)
         runs.write_json(self.dir / runs.HEALTH_FILE, self.health or {})
+        runs.write_json(self.dir / runs.CONFIG_FILE, {**p.config.to_dict(), **self.info, "created": self.created})
+
+    def model_info(self, p: Prepared) -> dict:
+        """model.json: what is needed to rebuild the trained model and prepare images for it."""
+        return {
+            "backbone": p.config.backbone, "class_names": p.dataset.class_names,
+            "image_size": p.config.image_size, "mean": list(p.data_cfg["mean"]),
+            "std": list(p.data_cfg["std"]), "crop_pct": p.data_cfg.get("crop_pct", 0.875),
+            "interpolation": p.data_cfg.get("interpolation", "bicubic"),
+        }
+
+    def _train(self, p: Prepared) -> None:
+        try:
+            self._start_record(p)
+        except OSError as e:  # e.g. a full disk: a run that cannot record its config is not kept at all
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self._finish_without_record("failed", describe_failure(e, p.config), failure_hint(e, p.config))
+            return
         device = torch.device(p.config.device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -331,8 +466,12 @@ class Run:
         except StopRequested:
             status = "stopped"
         except Exception as e:  # noqa: BLE001 - the run record keeps the metrics and says why it stopped
-            status, error, hint = "failed", f"{type(e).__name__}: {e}", failure_hint(e)
-            traceback.print_exc()
+            status, error, hint = "failed", describe_failure(e, p.config), failure_hint(e, p.config)
+            if not isinstance(e, Diverged):
+                traceback.print_exc()
+        finally:
+            if p.objective is not None:
+                p.objective.close()
         self._write_summary(p, trainer, status, error, hint, time.perf_counter() - started, device)
 
     def _write_summary(self, p: Prepared, trainer: _Trainer, status: str, error: str | None, hint: str | None,
@@ -341,17 +480,15 @@ class Run:
             if status != "failed":
                 self._set_phase("saving the model")
                 final = trainer.final_evaluation()
-                runs.save_run_model(self.dir, p.model, {
-                    "backbone": p.config.backbone, "class_names": p.dataset.class_names,
-                    "image_size": p.config.image_size, "mean": list(p.data_cfg["mean"]),
-                    "std": list(p.data_cfg["std"]), "crop_pct": p.data_cfg.get("crop_pct", 0.875),
-                    "interpolation": p.data_cfg.get("interpolation", "bicubic"),
-                })
+                runs.save_run_model(self.dir, p.model, self.model_info(p), final.get("epoch"))
             else:
-                final = self.metrics[-1] if self.metrics else {}
+                final = self._kept_metrics()
         except Exception as e:  # noqa: BLE001
-            status, error, hint = "failed", f"{type(e).__name__}: {e}", failure_hint(e)
-            final = self.metrics[-1] if self.metrics else {}
+            status, error, hint = "failed", describe_failure(e, p.config), failure_hint(e, p.config)
+            final = self._kept_metrics()
+        if status == "failed":
+            kept = runs.saved_epoch(self.dir)
+            hint = f"{hint} The model as it was after epoch {kept} is kept." if kept else hint
         matrix = final.get("confusion_matrix")
         last = self.metrics[-1] if self.metrics else {}
         trainable, total = trainable_parameter_count(p.model)
@@ -376,12 +513,24 @@ class Run:
             "images_per_s": self._backbone_images_per_s(p, trainer),
             "peak_memory_mb": round(peak_memory_mb(device), 1),
             "device": device.type,
+            **(p.objective.summary(final) if p.objective else {}),
         }
-        runs.write_json(self.dir / runs.SUMMARY_FILE, self.summary)
+        try:
+            runs.write_json(self.dir / runs.SUMMARY_FILE, self.summary)
+        except OSError as e:  # a full disk: the run still ends, and says why; on disk it reads as interrupted
+            status, error, hint = "failed", describe_failure(e, p.config), failure_hint(e, p.config)
+            self.summary.update(status=status, error=error, hint=hint)
+        finally:
+            runs.clear_live(self.dir)
         self.status, self.error, self.hint, self.phase = status, error, hint, status
         self._emit(status, summary=self.summary, error=error, hint=hint)
         self._done.set()
 
+
+    def _kept_metrics(self) -> dict:
+        """The metrics of the epoch whose weights are saved (a failed run keeps its last checkpoint)."""
+        epoch = runs.saved_epoch(self.dir)
+        return next((m for m in self.metrics if m["epoch"] == epoch), {})
 
     def _backbone_images_per_s(self, p: Prepared, trainer: _Trainer) -> float | None:
         """Images per second through the backbone: the training epochs' mean, or for a linear probe its one
@@ -417,6 +566,10 @@ class _Trainer:
         self.best: tuple[float, dict, dict] | None = None  # (val loss, metrics, weights) for early stopping
         self.restored_best = False
         self.mixup: timm.data.Mixup | None = None
+        self.objective = p.objective
+        self.total_steps = 0  # optimisation steps planned for the run (DANN's lambda follows its progress)
+        self.checkpoint_seconds: float | None = None  # how long the last per-epoch checkpoint took to write
+        self.checkpointed_at = 0.0
 
     # -- data ---------------------------------------------------------------------------------------------------
     def _decode_all(self) -> None:
@@ -429,8 +582,8 @@ class _Trainer:
 
         self.cache.warm(paths, progress)
 
-    def _loader(self, samples, transform, shuffle: bool) -> DataLoader:
-        dataset = CachedImages(samples, self.cache, transform)
+    def _loader(self, samples, transform, shuffle: bool, indexed: bool = False) -> DataLoader:
+        dataset = (IndexedImages if indexed else CachedImages)(samples, self.cache, transform)
         # Drop a last batch of 1: BatchNorm cannot train on a single image.
         drop_last = shuffle and len(samples) % self.config.batch_size == 1
         return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle, generator=self.generator,
@@ -451,8 +604,14 @@ class _Trainer:
         if from_features:
             features, targets = inputs
             return self.model.get_classifier()(features.to(self.device)).float().cpu(), targets
+        return self.logits_of(self.p.dataset.val)
+
+    @torch.inference_mode()
+    def logits_of(self, samples) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) of `samples` through the model as it is now, seen as in evaluation."""
+        self.model.eval()
         logits, targets = [], []
-        for images, labels in self._loader(self.p.dataset.val, eval_transform(self.config.image_size), False):
+        for images, labels in self._loader(samples, eval_transform(self.config.image_size), False):
             with torch.autocast(**self.autocast):
                 logits.append(self.model(self.normalize(images)).float().cpu())
             targets.append(labels)
@@ -484,6 +643,7 @@ class _Trainer:
             "train_loss": round(loss_sum / max(1, seen), 5),
             "train_acc": round(correct / max(1, seen), 5),
             **self._evaluate(),
+            **(self.objective.epoch_metrics(self) if self.objective else {}),
             "lr": lr,
             "seconds": round(seconds, 3),
             "images_per_s": round(seen / seconds, 2) if seconds > 0 else None,
@@ -491,9 +651,27 @@ class _Trainer:
             "frozen_groups": self.frozen_now,
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
         }
+        if not math.isfinite(metrics["val_loss"]):
+            raise Diverged(f"The validation loss became {metrics['val_loss']} after epoch {epoch} (learning rate "
+                           f"{lr:.2g}): the weights have blown up.")
+        # Checkpoint first, then the metrics line: a run killed in between has an epoch's weights but no line for
+        # it, never a line whose weights are missing (unless _checkpoint skipped that epoch to save time).
+        self._checkpoint(epoch)
         self.run.metrics.append(metrics)
         runs.append_jsonl(self.run.dir / runs.METRICS_FILE, metrics)
         self.run._emit("epoch_end", metrics=metrics)
+
+    def _checkpoint(self, epoch: int) -> None:
+        """Save this epoch's weights (atomically), so a crash, a kill or a later failure keeps them. Skipped while
+        the last checkpoint is recent next to the time saving takes, so checkpoints cost at most CHECKPOINT_SHARE of
+        the training time."""
+        started = time.perf_counter()
+        if self.checkpoint_seconds is not None and \
+                started - self.checkpointed_at < self.checkpoint_seconds / CHECKPOINT_SHARE:
+            return
+        runs.save_run_model(self.run.dir, self.model, self.run.model_info(self.p), epoch)
+        self.checkpointed_at = time.perf_counter()
+        self.checkpoint_seconds = self.checkpointed_at - started
 
     def _early_stop(self, module: torch.nn.Module) -> bool:
         """Remember the best epoch by validation loss; True once `patience` epochs brought no improvement."""
@@ -569,12 +747,18 @@ class _Trainer:
                                if p.requires_grad and n not in head}
             self.l2sp_head = [p for n, p in self.model.named_parameters() if n in head]
         optimizer = build_optimizer(self.model, self.config, strategy)
+        if self.objective is not None:
+            for group in self.objective.setup(self):  # e.g. DANN's domain classifier
+                optimizer.add_param_group({"weight_decay": self.config.weight_decay, **group})
         preset = AUGMENTATIONS[self.config.augment]
-        loader = self._loader(self.p.dataset.train, preset.train_transform(self.config.image_size), shuffle=True)
+        loader = self._loader(self.p.dataset.train, preset.train_transform(self.config.image_size), shuffle=True,
+                              indexed=self.objective is not None and self.objective.indexed)
         if preset.mixes_images:
             self.mixup = timm.data.Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, num_classes=self.num_classes,
                                          label_smoothing=0.0)
         self._run_epochs(self.model, optimizer, loader, phase="training", inputs_ready=False)
+        if self.objective is not None:
+            self.objective.finish(self)
 
     def _begin_epoch(self, epoch: int) -> None:
         """Gradual unfreezing: the groups trainable in this epoch."""
@@ -597,6 +781,7 @@ class _Trainer:
                     phase: str, inputs_ready: bool) -> None:
         steps = len(loader)
         total_steps = steps * self.config.epochs
+        self.total_steps = total_steps
         warmup = int(self.config.warmup_epochs * steps)
         self.run._set_phase(phase)
         started = time.perf_counter()
@@ -608,7 +793,7 @@ class _Trainer:
             else:
                 set_train_mode(self.model)
             loss_sum, correct, seen, epoch_start = 0.0, 0, 0, time.perf_counter()
-            for index, (inputs, targets) in enumerate(loader):
+            for index, (inputs, targets, *extra) in enumerate(loader):
                 self.run._check_stop()
                 lr = lr_at(self.step, total_steps, warmup, self.config.lr, self.config.schedule)
                 for group in optimizer.param_groups:
@@ -618,10 +803,13 @@ class _Trainer:
                 soft_targets = None
                 if self.mixup is not None and len(targets) % 2 == 0:  # timm mixes pairs: needs an even batch
                     inputs, soft_targets = self.mixup(inputs, targets)
+                objective = None if inputs_ready else self.objective
                 with torch.autocast(**self.autocast):
-                    logits = module(inputs)
+                    logits = module(inputs) if objective is None else objective.forward(module, inputs)
                     # with mixed images the label is a mix too: cross-entropy against the soft targets
                     loss = F.cross_entropy(logits.float(), targets if soft_targets is None else soft_targets)
+                    if objective is not None:
+                        loss = objective.loss(loss, logits.float(), targets, extra)
                 penalty = None if inputs_ready else self._penalty()
                 if penalty is not None:
                     loss = loss + penalty
@@ -631,6 +819,9 @@ class _Trainer:
                 self.step += 1
                 # .item() is a CPU-GPU sync point; once per batch is cheap next to a backbone's forward/backward.
                 loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise Diverged(f"The training loss became {loss_value} at epoch {epoch}, batch {index + 1} "
+                                   f"(learning rate {lr:.2g}).")
                 loss_sum += loss_value * len(targets)
                 correct += (logits.argmax(1) == targets).sum().item()
                 seen += len(targets)

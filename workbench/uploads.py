@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,13 +52,37 @@ def save_uploads(files: Iterable[tuple[str, bytes]], dest: Path, max_files: int 
                           "allowed. Use smaller images or fewer of them, or type the folder's path on this "
                           "computer instead.")
     parts = [_relative_parts(name) for name, _ in files]
+    _refuse_repeated_names(parts)
     top = _shared_top_folder(parts)
     folder = Path(tempfile.mkdtemp(prefix=f"{_safe_stem(top or 'upload')}-", dir=_made(dest)))
-    for name_parts, (_, data) in zip(parts, files, strict=True):
-        target = folder.joinpath(*name_parts[1 if top else 0:])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    try:
+        for name_parts, (name, data) in zip(parts, files, strict=True):
+            _write_new(folder.joinpath(*name_parts[1 if top else 0:]), data, name)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # all or nothing: no half-saved upload is left to be read
+        raise
     return folder
+
+
+def _refuse_repeated_names(parts: list[list[str]]) -> None:
+    seen = set()
+    for name_parts in parts:
+        name = "/".join(name_parts)
+        if name in seen:
+            raise UploadError(f"Upload refused: file '{name}' was sent twice. Nothing was saved. Upload the folder "
+                              "again.")
+        seen.add(name)
+
+
+def _write_new(target: Path, data: bytes, name: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(target, "xb") as f:  # never overwrite: a second file landing here means a name clash
+            f.write(data)
+    except FileExistsError:
+        raise UploadError(f"Upload refused: file '{name}' has the same name as another uploaded file apart from "
+                          "upper/lower case, and on this computer that is the same file. Nothing was saved. Rename "
+                          "one of them and upload again.") from None
 
 
 def save_zip_upload(name: str, data: bytes, dest: Path, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:

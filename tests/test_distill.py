@@ -1,0 +1,149 @@
+"""Knowledge distillation: the loss, the checks on the teacher, the effect, the cache of the teacher's answers, and
+the teacher-student comparison (library, CLI and Train page)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from streamlit.testing.v1 import AppTest
+
+from ui_common import CHOICES, DATASET, get_registry
+from workbench import cli, distill, runs
+from workbench.config import RUNS_DIR_ENV, RunConfig
+from workbench.predict import Predictor
+from workbench.train import Run
+
+from .conftest import REPO, SHAPES
+
+TEACHER = dict(data=str(SHAPES), backbone="tf_efficientnet_lite0", strategy="linear_probe", image_size=96, epochs=30)
+STUDENT = dict(data=str(SHAPES), backbone="test_resnet", image_size=64, batch_size=16, epochs=5, lr=2e-3, seed=0)
+
+
+def test_loss_is_label_loss_at_alpha_0_and_zero_when_student_matches_teacher_at_alpha_1():
+    student, teacher = torch.randn(8, 5), torch.randn(8, 5)
+    labels = torch.randint(0, 5, (8,))
+    ce = F.cross_entropy(student, labels)
+    total, _ = distill.distillation_loss(student, teacher, ce, alpha=0.0, temperature=4.0)
+    assert torch.allclose(total, ce)
+    total, kl = distill.distillation_loss(teacher, teacher, ce, alpha=1.0, temperature=4.0)
+    assert total.item() == pytest.approx(0.0, abs=1e-6) and kl.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_term_is_t_squared_kl_of_the_softened_answers():
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    t = 3.0
+    p_teacher = F.softmax(teacher / t, 1)
+    expected = (p_teacher * (p_teacher.log() - F.log_softmax(student / t, 1))).sum(1).mean() * t**2
+    total, _ = distill.distillation_loss(student, teacher, torch.tensor(0.0), alpha=1.0, temperature=t)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_config_checks_alpha_temperature_and_mixing_augmentation():
+    with pytest.raises(ValueError, match="--distill-alpha"):
+        RunConfig(data="x", strategy="distill", distill_alpha=1.5)
+    with pytest.raises(ValueError, match="--distill-temperature"):
+        RunConfig(data="x", strategy="distill", distill_temperature=0)
+    with pytest.raises(ValueError, match="blends pairs of images"):
+        RunConfig(data="x", strategy="distill", augment="strong")
+
+
+def test_missing_teacher_is_explained_and_nothing_is_written(runs_dir):
+    run = Run(RunConfig(**STUDENT, strategy="distill")).run()
+    assert run.status == "failed" and "--teacher-run" in run.error
+    run = Run(RunConfig(**STUDENT, strategy="distill", teacher_run="20990101-nobody")).run()
+    assert run.status == "failed" and "'20990101-nobody' was not found" in run.error
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+@pytest.fixture(scope="module")
+def lesson(tmp_path_factory):
+    """(teacher, label-only student, distilled student, images the teacher saw during distillation).
+
+    Why this setting: fine-tuning a pretrained student reaches ~100% on the shapes in a few epochs with or
+    without a teacher, so there is nothing left to show. A tiny network from random weights (test_resnet, 0.4 M
+    parameters) given a short budget (5 epochs at 64 px) barely learns from ~190 hard labels alone; the soft answers
+    of a good pretrained teacher (EfficientNet-Lite0, linear probe at 96 px) tell it far more per image.
+    """
+    runs_dir = tmp_path_factory.mktemp("runs")
+    teacher = Run(RunConfig(**TEACHER, runs_dir=str(runs_dir))).run()
+    labels_only = Run(RunConfig(**STUDENT, strategy="full", runs_dir=str(runs_dir))).run()
+    seen = []
+    original = Predictor.logits
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Predictor, "logits", lambda self, images: seen.extend(images) or original(self, images))
+        student = Run(RunConfig(**STUDENT, strategy="distill", teacher_run=teacher.id, runs_dir=str(runs_dir))).run()
+    assert teacher.status == labels_only.status == student.status == "finished", student.error
+    return teacher, labels_only, student, seen
+
+
+def test_distilled_student_beats_the_same_student_trained_on_labels_alone(lesson):
+    teacher, labels_only, student, _ = lesson
+    assert teacher.summary["val_accuracy"] >= 0.8
+    assert student.summary["val_accuracy"] > labels_only.summary["val_accuracy"] + 0.1, (
+        student.summary["val_accuracy"], labels_only.summary["val_accuracy"])
+
+
+def test_teacher_answers_are_computed_once_per_training_image_not_per_epoch(lesson):
+    _, _, student, seen = lesson
+    assert student.summary["epochs_completed"] == STUDENT["epochs"]
+    train_images = student.info["num_train"]
+    assert len(seen) == len(set(seen)) == train_images == student.summary["teacher_images"]
+
+
+def test_record_names_the_teacher(lesson):
+    teacher, _, student, _ = lesson
+    summary = json.loads((student.dir / runs.SUMMARY_FILE).read_text())
+    assert summary["teacher"]["run_id"] == teacher.id
+    assert summary["teacher"]["val_accuracy"] == teacher.summary["val_accuracy"]
+    assert summary["teacher"]["total_params"] == teacher.summary["total_params"]
+    assert all(line["distill_kl"] >= 0 for line in runs.read_jsonl(student.dir / runs.METRICS_FILE))
+
+
+def test_comparison_measures_size_parameters_latency_and_accuracy(lesson):
+    teacher, _, student, _ = lesson
+    table = distill.teacher_student_comparison(student.dir)
+    assert list(table.index) == ["teacher", "student"]
+    for role, run in (("teacher", teacher), ("student", student)):
+        row = table.loc[role]
+        assert row["size on disk MB"] == round((run.dir / runs.MODEL_FILE).stat().st_size / 2**20, 3)
+        assert row["parameters"] == run.summary["total_params"]
+        assert row["CPU latency ms"] > 0
+    # the student's accuracy re-measured from its saved model is the one its run recorded
+    assert table.loc["student", "val accuracy"] == pytest.approx(student.summary["val_accuracy"], abs=1e-4)
+    assert table.loc["student", "parameters"] < table.loc["teacher", "parameters"] / 5
+
+
+def test_cli_distill_report_prints_both_models(lesson, capsys):
+    _, _, student, _ = lesson
+    assert cli.main(["distill-report", "--run", str(student.dir)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher" in out and "student" in out and "CPU latency ms" in out
+
+
+def test_model_page_picks_the_teacher_among_finished_runs_on_the_same_classes(lesson, monkeypatch):
+    teacher, _, _, _ = lesson
+    monkeypatch.setenv(RUNS_DIR_ENV, str(teacher.dir.parent))
+    get_registry.clear()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state[DATASET] = str(SHAPES)
+    at.session_state[CHOICES] = {"strategy": "distill", "backbone": "test_resnet"}
+    at.switch_page("pages/2_model.py")
+    at.run()
+    assert not at.exception
+    picker = at.selectbox(key="model.teacher_run")
+    assert teacher.id in picker.options[0] or picker.value == teacher.id  # the most accurate run comes first
+    assert at.session_state[CHOICES]["teacher_run"] == picker.value
+
+
+def test_train_page_shows_teacher_and_student_side_by_side(lesson, monkeypatch):
+    _, _, student, _ = lesson
+    monkeypatch.setenv(RUNS_DIR_ENV, str(student.dir.parent))
+    get_registry.clear()
+    at = AppTest.from_file(str(REPO / "pages" / "3_train.py"), default_timeout=120)
+    at.query_params["run"] = student.id
+    at.run()
+    assert not at.exception
+    assert "Teacher and student" in [h.value for h in at.subheader]
+    assert any(list(frame.value.index) == ["teacher", "student"] for frame in at.dataframe)
+    assert len(at.get("plotly_chart")) == 4  # curves, confusion matrix, learning rate, and the comparison's bars

