@@ -21,6 +21,7 @@ GRID_COLUMNS = 6
 MAX_SHOWN = 36  # images in one grid: a cell of a big validation set can hold thousands
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 PREDICTED = "the predicted class"
+CAM_WIDTH = 320  # pixels: the network's input is often 64-224 px, shown larger but not page-wide
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -119,9 +120,14 @@ def image_grid(predictions: list[insight.ValPrediction], caption) -> None:
         st.caption(f"… and {len(predictions) - MAX_SHOWN} more.")
 
 
+def selected_points(event) -> list[dict]:
+    """The points picked on a chart drawn with `on_select` (its state reads like a dict)."""
+    return list(((event or {}).get("selection") or {}).get("points") or [])
+
+
 def clicked_cell(event) -> tuple[str, str] | None:
     """(true, predicted) of the matrix cell newly clicked (the chart keeps a selection across reruns)."""
-    points = event.selection.points if event is not None else []
+    points = selected_points(event)
     if not points:
         return None
     cell = (str(points[0]["y"]), str(points[0]["x"]))
@@ -152,6 +158,11 @@ def confusion_ui(record: RunRecord) -> None:
         return
     class_names = class_names_of(record)
     matrix = insight.prediction_matrix(predictions, class_names)
+    recorded = (record.summary or {}).get("confusion_matrix")
+    if recorded and recorded != matrix:
+        st.warning("These predictions, made again now, differ from the matrix the run recorded at its end: the "
+                   "dataset may have changed since, or the run trained on a GPU (whose bfloat16 arithmetic rounds "
+                   "differently). The images below are the ones behind the matrix shown here.")
     st.caption("Rows are the true classes, columns what the model said. Click a cell (or pick the two classes below) "
                "to see the validation images behind it, with how sure the model was.")
     figure = charts.clickable_confusion_figure(matrix, class_names, title="Confusion matrix (validation images)")
@@ -215,7 +226,7 @@ def explanation_of(record: RunRecord, image: str | bytes, class_name: str | None
 
 
 def show_explanation(found: insight.Explanation, label: str) -> None:
-    st.image(found.overlay(), caption=label, width="stretch")
+    st.image(found.overlay(), caption=label, width=CAM_WIDTH)
     st.markdown(f"Heat for **{found.class_name}** ({found.probability:.0%}); the model predicts "
                 f"**{found.predicted_class}** ({found.predicted_probability:.0%}).")
     st.caption(found.method)
@@ -242,7 +253,7 @@ def gradcam_ui(record: RunRecord, records: list[RunRecord]) -> None:
     if not found:
         return
     columns = st.columns(1 + len(found))
-    columns[0].image(found[0][1].image, caption="What the network sees", width="stretch")
+    columns[0].image(found[0][1].image, caption="What the network sees", width=CAM_WIDTH)
     for column, (run, explanation) in zip(columns[1:], found, strict=True):
         with column:
             show_explanation(explanation, labels[run.id])
@@ -277,7 +288,7 @@ def feature_map_ui(record: RunRecord) -> None:
                                              insight.PROJECTIONS[method])
     event = st.plotly_chart(figure, key="insight_feature_chart", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
-    rows = sorted({int(p["customdata"][0]) for p in event.selection.points if p.get("customdata")})
+    rows = sorted({int(p["customdata"][0]) for p in selected_points(event) if p.get("customdata")})
     if rows:
         st.markdown(f"**{len(rows)} point(s) picked:**")
         image_grid([found.points[r] for r in rows], lambda p: f"{p.true_class} → {p.predicted_class}")
@@ -291,7 +302,7 @@ def drift_ui(record: RunRecord) -> None:
     st.caption("How far training moved each layer group from its starting weights, as a share of their size "
                "(‖w − w₀‖ / ‖w₀‖), from the stem (left) to the head (right). Frozen groups stay at exactly 0; in a "
                "fine-tune the lower layers usually move least, and L2-SP holds the whole backbone closer to its "
-               "start.")
+               "start. The head starts from random weights, so it usually moves most.")
     try:
         drifts = cached_drift(str(record.dir), model_stamp(record))
     except (insight.InsightError, DataError) as error:

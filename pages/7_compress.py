@@ -119,7 +119,8 @@ def tradeoff_ui(record: RunRecord) -> None:
                f"loaded back from its saved file. Latency: {report['latency']}.")
     table = charts.tradeoff_table(report)
     st.dataframe(table.style.format({"val accuracy": "{:.1%}", "sparsity": "{:.1%}", "size MB": "{:.2f}",
-                                     "zipped MB": "{:.2f}", "latency ms": "{:.1f}", "changed predictions": "{:.0f}"},
+                                     "zipped MB": "{:.2f}", "latency ms": "{:.1f}", "CPU ms": "{:.1f}",
+                                     "changed predictions": "{:.0f}"},
                                     na_rep="–"), hide_index=True, key="tradeoff_table")
     st.plotly_chart(charts.tradeoff_figure(report), key="tradeoff_figure")
     ok = [v for v in report["variants"] if v["status"] == "ok" and v["name"] != "original"]

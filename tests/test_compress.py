@@ -49,7 +49,7 @@ def test_every_variant_is_built_and_listed(compressed):
     assert all(v["status"] == "ok" for v in report["variants"]), [v.get("note") for v in report["variants"]]
     assert json.loads((run_dir / COMPRESSED_DIR / REPORT_FILE).read_text()) == json.loads(json.dumps(report))
     assert read_report(run_dir)["run_id"] == run_dir.name
-    assert all(v["latency_ms"] > 0 for v in report["variants"])
+    assert all(v["latency_ms"] > 0 and v["cpu_ms"] > 0 for v in report["variants"])
     table = charts.tradeoff_table(report)
     assert list(table["variant"]) == [v["name"] for v in report["variants"]]
 

@@ -225,16 +225,21 @@ def test_l2sp_keeps_the_backbone_closer_to_its_start_than_a_full_fine_tune(train
     assert sum(d.drift for d in l2sp[backbone]) < sum(d.drift for d in full[backbone])
 
 
-def test_drift_is_refused_when_the_start_cannot_be_rebuilt(trained, tmp_path):
+def test_views_that_cannot_be_computed_say_why(trained, tmp_path):
     copy = Path(shutil.copytree(trained("partial"), tmp_path / "copy"))
     config = json.loads((copy / runs.CONFIG_FILE).read_text())
     moved = {**config, "weights_source": {"kind": "bundled", "detail": "somewhere", "description": "elsewhere"}}
     runs.write_json(copy / runs.CONFIG_FILE, moved)
     with pytest.raises(insight.InsightError, match="would now come from none"):
         insight.weight_drift(copy)
-    runs.write_json(copy / runs.CONFIG_FILE, {**config, "strategy": "imported"})
+    # an imported model: no dataset, no known start; Grad-CAM on a picture still works
+    (copy / insight.PREDICTIONS_FILE).unlink(missing_ok=True)
+    runs.write_json(copy / runs.CONFIG_FILE, {**config, "strategy": "imported", "data": None})
     with pytest.raises(insight.InsightError, match="imported model"):
         insight.weight_drift(copy)
+    with pytest.raises(insight.InsightError, match="no recorded dataset"):
+        insight.validation_predictions(copy)
+    _check_heatmap(insight.explain(Predictor.from_run(copy), SHAPES / "star" / "star_004.jpg"), 64)
 
 
 # ---------------------------------------------------------------------------------------------------------------

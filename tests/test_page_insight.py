@@ -88,24 +88,32 @@ def test_every_view_renders_for_a_cnn_and_a_vit_run(trained, runs_dir, name, met
     assert list(table.columns) == ["precision", "recall", "f1", "support"] and table["support"].sum() == 50
 
 
-def test_picking_a_cell_shows_exactly_the_images_of_that_cell(trained, runs_dir):
+def _check_cell_shown(at: AppTest, run_dir, true_class: str, predicted_class: str, count: int) -> None:
+    assert not at.exception
+    assert (at.selectbox(key="insight_true").value, at.selectbox(key="insight_pred").value) == \
+        (true_class, predicted_class)
+    cell = [c for c in _captions(_opened_tab(at)) if "→" not in c]  # the top-losses grid has "true → predicted"
+    expected = insight.cell_images(run_dir, true_class, predicted_class)
+    assert len(cell) == count == len(expected)
+    assert cell == [f"{image.name.split('/')[-1]} · {image.confidence:.0%} sure" for image in expected]
+    assert f"**{count} image(s)** of **{true_class}** predicted as **{predicted_class}**" in at.markdown[0].value
+
+
+def test_clicking_a_cell_or_picking_it_shows_exactly_the_images_of_that_cell(trained, runs_dir):
     run_dir = _copy(trained, "full", runs_dir, "20000101-000000-full-test_resnet-aaaa")
     summary = runs.load_run(run_dir).summary
     names, matrix = summary["class_names"], summary["confusion_matrix"]
+    (t1, p1), (t2, p2) = [(t, p) for t in range(len(names)) for p in range(len(names)) if t != p and matrix[t][p]][:2]
     at = _open(TABS[0])
-    shown = set()
-    for t, p in [(t, p) for t in range(len(names)) for p in range(len(names)) if t != p and matrix[t][p]][:2]:
-        at.selectbox(key="insight_true").set_value(names[t])
-        at.selectbox(key="insight_pred").set_value(names[p])
-        at.run()
-        assert not at.exception
-        cell = [c for c in _captions(_opened_tab(at)) if "→" not in c]
-        expected = insight.cell_images(run_dir, names[t], names[p])
-        assert len(cell) == matrix[t][p] == len(expected)
-        assert cell == [f"{image.name.split('/')[-1]} · {image.confidence:.0%} sure" for image in expected]
-        assert f"**{matrix[t][p]} image(s)** of **{names[t]}** predicted as **{names[p]}**" in at.markdown[0].value
-        shown.add((t, p))
-    assert len(shown) == 2
+    # a click on the matrix: Streamlit hands the page the clicked point (x: predicted, y: true)
+    at.session_state["insight_confusion"] = {"selection": {"points": [{"x": names[p1], "y": names[t1]}]}}
+    at.run()
+    _check_cell_shown(at, run_dir, names[t1], names[p1], matrix[t1][p1])
+    # the two boxes: the earlier click, still selected on the chart, does not take over again
+    at.selectbox(key="insight_true").set_value(names[t2])
+    at.selectbox(key="insight_pred").set_value(names[p2])
+    at.run()
+    _check_cell_shown(at, run_dir, names[t2], names[p2], matrix[t2][p2])
 
 
 def test_the_train_pages_run_is_chosen_and_grad_cam_compares_two_runs(trained, runs_dir):

@@ -352,8 +352,8 @@ def class_report_figure(report: pd.DataFrame) -> go.Figure:
 # -------------------------------------------------------------------------------------------------------------------
 # Compression trade-off (workbench.compress) and data-efficiency curve (workbench.fewshot)
 
-TRADEOFF_COLUMNS = ["variant", "status", "val accuracy", "size MB", "zipped MB", "latency ms", "sparsity",
-                    "changed predictions", "note"]
+TRADEOFF_COLUMNS = ["variant", "status", "val accuracy", "size MB", "zipped MB", "latency ms", "CPU ms",
+                    "sparsity", "changed predictions", "note"]
 METHOD_COLOURS = {"prototypes": "#9467bd", "linear_probe": "#1f77b4", "partial": "#2ca02c", "scratch": "#7f7f7f"}
 
 
@@ -362,7 +362,7 @@ def tradeoff_table(report: dict) -> pd.DataFrame:
     rows = [{
         "variant": v["name"], "status": v["status"], "val accuracy": v.get("val_accuracy"),
         "size MB": _megabytes(v.get("size_bytes")), "zipped MB": _megabytes(v.get("zipped_bytes")),
-        "latency ms": v.get("latency_ms"), "sparsity": v.get("sparsity"),
+        "latency ms": v.get("latency_ms"), "CPU ms": v.get("cpu_ms"), "sparsity": v.get("sparsity"),
         "changed predictions": v.get("changed_predictions"), "note": v.get("note"),
     } for v in report["variants"]]
     return pd.DataFrame(rows, columns=TRADEOFF_COLUMNS)
@@ -373,11 +373,11 @@ def _megabytes(value: int | None) -> float | None:
 
 
 def tradeoff_figure(report: dict) -> go.Figure:
-    """Accuracy against size on disk and against CPU latency, one labelled point per variant: the best variants
-    sit top left."""
+    """Accuracy against size on disk and against CPU time per image (one thread: an idle core's latency, steady
+    under load), one labelled point per variant: the best variants sit top left."""
     ok = [v for v in report["variants"] if v["status"] == "ok"]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy vs size on disk", "Accuracy vs latency per image"))
-    for col, key, title in ((1, "size_bytes", "size on disk (MB)"), (2, "latency_ms", "CPU latency per image (ms)")):
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Accuracy vs size on disk", "Accuracy vs time per image"))
+    for col, key, title in ((1, "size_bytes", "size on disk (MB)"), (2, "cpu_ms", "CPU time per image (ms)")):
         x = [v[key] / 2**20 if key == "size_bytes" else v[key] for v in ok]
         fig.add_scatter(x=x, y=[v["val_accuracy"] for v in ok], mode="markers+text", text=[v["name"] for v in ok],
                         textposition="top center", marker=dict(size=11, color=[_variant_colour(v) for v in ok]),
@@ -447,10 +447,12 @@ def clickable_confusion_figure(matrix: list[list[int]], class_names: list[str],
     cells = [(true, pred) for true in range(len(class_names)) for pred in range(len(class_names))]
     fig.add_scatter(
         x=[class_names[p] for _, p in cells], y=[class_names[t] for t, _ in cells], mode="markers",
-        marker=dict(symbol="square", size=max(24, 300 // max(1, len(class_names))), color="rgba(0,0,0,0)",
-                    line=dict(width=0)),
+        marker=dict(symbol="square", size=28, color="rgba(0,0,0,0)", line=dict(width=0)),
         selected=dict(marker=dict(color="rgba(255,200,0,0.35)")), unselected=dict(marker=dict(opacity=1)),
         customdata=[[matrix[t][p], pct[t][p]] for t, p in cells], showlegend=False, name="",
         hovertemplate="true %{y}, predicted %{x}: %{customdata[0]} (%{customdata[1]:.0f}%)<br>click to see the "
                       "images<extra></extra>")
+    # the markers must not widen the axes beyond the heatmap's cells
+    fig.update_xaxes(range=[-0.5, len(class_names) - 0.5])
+    fig.update_yaxes(range=[len(class_names) - 0.5, -0.5], autorange=False)
     return fig.update_layout(clickmode="event+select")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import runs
-from .compress import latency_ms
+from .compress import latency
 from .config import RunConfig
 from .predict import BATCH_SIZE, Predictor, validation_images
 from .train import Objective
@@ -148,10 +148,11 @@ class DistillObjective(Objective):
 
 def cpu_latency_ms(predictor: Predictor) -> float:
     """Median milliseconds of one single-image forward pass on one CPU thread, at the model's image size (one
-    thread gives figures that hold on a busy machine; `compress.latency_ms` times it)."""
+    thread gives figures that hold on a busy machine; `compress.latency` times it)."""
     size = predictor.info["image_size"]
     image = torch.randn(1, 3, size, size).contiguous(memory_format=torch.channels_last)
-    return latency_ms(predictor.model.to("cpu"), image, repeats=LATENCY_REPEATS, warmup=LATENCY_WARMUP)
+    timing = latency(predictor.model.to("cpu"), image, repeats=LATENCY_REPEATS, threads=1, warmup=LATENCY_WARMUP)
+    return timing["latency_ms"]
 
 
 def _row(role: str, run_dir: Path, val_paths: list[Path], val_labels: torch.Tensor) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +27,9 @@ from safetensors.torch import load_file
 from . import runs
 from .backbones import BackboneError, WeightsSource, create_backbone, layer_groups
 from .data import DataError, load_rgb
-from .predict import ImageInput, Predictor, validation_images
+from .predict import BATCH_SIZE, ImageInput, Predictor, validation_images
 from .strategies import STRATEGIES, get_strategy
-from .train import confusion_matrix, per_class_report, seed_everything
+from .train import confusion_matrix, per_class_report
 
 PREDICTIONS_FILE = "val_predictions.json"
 THUMBNAILS_DIR = "val_thumbnails"
@@ -94,11 +95,11 @@ def validation_predictions(run_dir: str | Path) -> list[ValPrediction]:
 
 
 def _open_validation_set(run_dir: Path):
-    try:
-        return validation_images(run_dir)
-    except ValueError as error:
-        raise InsightError(f"{error} The views that need the validation images are not available for it; "
-                           "Grad-CAM on an uploaded picture still works.") from None
+    """`predict.validation_images`, refusing up front a run that has no dataset."""
+    if not runs.load_run(run_dir).config.get("data"):
+        raise InsightError(f"Run '{run_dir.name}' has no recorded dataset (an imported model), so the views that "
+                           "need its validation images are not available. Grad-CAM on an uploaded picture works.")
+    return validation_images(run_dir)
 
 
 def _predict_validation_set(run_dir: Path) -> list[dict]:
@@ -107,8 +108,8 @@ def _predict_validation_set(run_dir: Path) -> list[dict]:
     thumbnails.mkdir(exist_ok=True)
     rows: list[dict] = []
     with _open_validation_set(run_dir) as samples:
-        for start in range(0, len(samples), 32):
-            chunk = samples[start:start + 32]
+        for start in range(0, len(samples), BATCH_SIZE):
+            chunk = samples[start:start + BATCH_SIZE]
             crops = [predictor.preprocess(sample.path) for sample in chunk]
             with torch.inference_mode():
                 logits = predictor.model(predictor.normalize(torch.stack(crops))).float().cpu()
@@ -190,6 +191,7 @@ def class_report(matrix: list[list[int]], class_names: list[str]) -> pd.DataFram
 # ---------------------------------------------------------------------------------------------------------------
 # Grad-CAM
 
+_CAM_LOCK = threading.Lock()
 CNN_METHOD = "Grad-CAM on the last feature map (the output of forward_features, before pooling)"
 TOKEN_METHOD = "Grad-CAM on the patch tokens entering the last transformer block (class/prefix tokens skipped)"
 
@@ -229,6 +231,17 @@ def grad_cam(model: torch.nn.Module, batch: torch.Tensor,
     before pooling. Token models (3-D `forward_features`) use the patch tokens entering the last block: with class
     token pooling the final patch tokens get no gradient, but the class token reads the patches in that last block.
     """
+    maps, grads, logits, method = _maps_and_gradients(model, batch, class_index)
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * maps).sum(dim=1, keepdim=True)).detach()
+    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam), logits, method
+
+
+def _maps_and_gradients(model: torch.nn.Module, batch: torch.Tensor,
+                        class_index: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """The spatial map Grad-CAM weighs [1, C, h, w], the class score's gradient on it, the logits and the method."""
     model.eval()
     block = _last_block(model)
     captured: dict[str, torch.Tensor] = {}
@@ -236,30 +249,26 @@ def grad_cam(model: torch.nn.Module, batch: torch.Tensor,
     def keep_tokens(_module: torch.nn.Module, args: tuple) -> None:
         captured["tokens"] = args[0]
 
-    hook = block.register_forward_pre_hook(keep_tokens) if block is not None else None
-    try:
-        with torch.enable_grad():
-            # grad through the input makes every activation part of the graph, even if weights are frozen
-            features = model.forward_features(batch.detach().clone().requires_grad_(True))
-            logits = model.forward_head(features)[0]
-            index = int(logits.argmax()) if class_index is None else class_index
-            spatial = features if features.ndim == 4 else captured.get("tokens")
-            if spatial is None:
-                raise InsightError(f"{type(model).__name__} does not say (in timm's feature_info) which block comes "
-                                   "last, so Grad-CAM cannot find its patch tokens.")
-            gradients = torch.autograd.grad(logits[index], spatial)[0]
-    finally:
-        if hook is not None:
-            hook.remove()
+    # One at a time: a model shared between app sessions would otherwise feed one session's tokens to another's hook.
+    with _CAM_LOCK:
+        hook = block.register_forward_pre_hook(keep_tokens) if block is not None else None
+        try:
+            with torch.enable_grad():
+                # grad through the input makes every activation part of the graph, even if weights are frozen
+                features = model.forward_features(batch.detach().clone().requires_grad_(True))
+                logits = model.forward_head(features)[0]
+                index = int(logits.argmax()) if class_index is None else class_index
+                spatial = features if features.ndim == 4 else captured.get("tokens")
+                if spatial is None:
+                    raise InsightError(f"{type(model).__name__} does not say (in timm's feature_info) which block "
+                                       "comes last, so Grad-CAM cannot find its patch tokens.")
+                gradients = torch.autograd.grad(logits[index], spatial)[0]
+        finally:
+            if hook is not None:
+                hook.remove()
     if features.ndim == 4:
-        maps, grads, method = _channels_first(spatial, model), _channels_first(gradients, model), CNN_METHOD
-    else:
-        maps, grads, method = _as_grid(spatial, model), _as_grid(gradients, model), TOKEN_METHOD
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * maps).sum(dim=1, keepdim=True)).detach()
-    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    peak = cam.max()
-    return (cam / peak if peak > 0 else cam), logits.detach(), method
+        return _channels_first(spatial, model), _channels_first(gradients, model), logits.detach(), CNN_METHOD
+    return _as_grid(spatial, model), _as_grid(gradients, model), logits.detach(), TOKEN_METHOD
 
 
 @dataclass
@@ -345,10 +354,13 @@ def starting_model(run_dir: str | Path) -> tuple[torch.nn.Module, str]:
     record = runs.load_run(run_dir)
     strategy = _strategy_of(record)
     config, recorded = record.config, record.config.get("weights_source") or {}
-    seed_everything(config.get("seed", 0))
     weights = config.get("weights", "auto") if strategy.pretrained else "none"
     try:
-        model, source = create_backbone(config["backbone"], len(config["class_names"]), weights, allow_download=False)
+        # a forked RNG: the app's other threads (a run training now) keep their random state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.get("seed", 0))  # as `train.seed_everything` did before the run built its model
+            model, source = create_backbone(config["backbone"], len(config["class_names"]), weights,
+                                            allow_download=False)
     except BackboneError as error:
         raise InsightError(f"The starting weights of run '{record.id}' cannot be loaded again: {error}") from None
     if not _same_source(recorded, source):
