@@ -159,6 +159,7 @@ def import_model() -> None:
     """Callback of the Import button: runs before the page is drawn, so the new run can be selected at once."""
     upload = st.session_state.get("import_zip")
     if upload is None:
+        st.session_state[IMPORT_MESSAGE] = ("error", "Choose the model zip first (or wait until its upload ends).")
         return
     try:
         run_dir = import_upload(upload.name, upload.getvalue(), get_registry().runs_dir)

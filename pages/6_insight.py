@@ -91,6 +91,7 @@ def run_ui(records: list[RunRecord]) -> RunRecord | None:
     if not records:
         st.info("No trained model to look inside yet. Train one on the **Train** page (the sample shapes train in "
                 "about a minute), then come back here.")
+        st.page_link("pages/3_train.py", label="Go to the Train page", icon="🏋️")
         return None
     by_id = {record.id: record for record in records}
     if st.session_state.get(PICKED) not in by_id:
@@ -282,7 +283,9 @@ def feature_map_ui(record: RunRecord) -> None:
     right.metric("Class separation after", f"{found.separation_after:.2f}",
                  delta=f"{found.separation_after - found.separation_before:+.2f}")
     st.caption("Class separation: the silhouette score of the classes in the full feature space (cosine "
-               "distance), from −1 (mixed up) through 0 (overlapping) to 1 (far apart).")
+               "distance), from −1 (mixed up) through 0 (overlapping) to 1 (far apart). It measures how tight and "
+               "far apart the clusters are, not whether the head can cut between them: a run can be 100% right "
+               "with a modest score.")
     figure = charts.class_feature_map_figure(found.before, found.after, found.points,
                                              (found.separation_before, found.separation_after),
                                              insight.PROJECTIONS[method])

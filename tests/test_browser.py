@@ -5,7 +5,8 @@ bundled EfficientNet-Lite0 finish with its loss curves and confusion matrix; the
 the browser mid-run (the page re-attaches to the live run), stops it, and finds both runs on Compare. Every page is
 checked for Streamlit's exception box and saved as a screenshot under artifacts/browser/ (git ignores artifacts/);
 the measured times go to artifacts/timings.json. A second test puts two users (two browser sessions) on the same
-server: the second user's run queues behind the first, and Stop stops only the run it belongs to.
+server: the second user's run queues behind the first, and Stop stops only the run it belongs to. A third opens a
+finished run's confusion cell and Grad-CAM, exports the model as a zip, imports it back and predicts on an upload.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from workbench import runs
+from workbench.config import RunConfig
 from workbench.strategies import STRATEGIES
+from workbench.train import Run
 
-from .conftest import REPO
+from .conftest import REPO, SHAPES
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -476,3 +479,106 @@ def test_two_users_share_one_queue_and_stop_only_their_own_run(page: Page, serve
         theirs.context.close()
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "timings_two_users.json").write_text(json.dumps(timings, indent=2) + "\n")
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Inside a finished run, then take the model out and back in
+
+
+def finished_probe(server: Server) -> str:
+    """A finished linear probe in the server's runs folder, trained through the library (the first test already
+    trains one by clicks): the app finds runs on disk."""
+    config = RunConfig(data=str(SHAPES), backbone=BACKBONE, strategy="linear_probe", image_size=96, epochs=10,
+                       runs_dir=str(server.runs_dir))
+    run = Run(config).run()
+    assert run.status == "finished", run.error
+    return run.id
+
+
+def open_a_confusion_cell(page: Page, server: Server, run_id: str, timings: dict) -> str:
+    """Click the middle cell of the confusion matrix (the middle class, on both axes whichever way they run):
+    the validation images behind it appear. Returns that class."""
+    page.goto(f"{server.url}/insight?run={run_id}")
+    heading(page, "6 · Inside the model").wait_for(timeout=PAGE_S * 1000)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for(timeout=PAGE_S * 1000)
+    middle = sorted(p.name for p in SHAPES.iterdir() if p.is_dir())[2]
+    plot_area = chart.locator(".nsewdrag").first
+    box = plot_area.bounding_box()
+    started = time.monotonic()
+    settled(page, lambda: page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2))
+    cell = page.get_by_text(re.compile(rf"^\d+ image\(s\) of {middle} predicted as {middle} \(right\)"))
+    cell.wait_for(timeout=PAGE_S * 1000)
+    timings["confusion_cell_s"] = round(time.monotonic() - started, 2)
+    shown = int(cell.inner_text().split()[0])
+    assert shown > 0
+    assert page.get_by_text(re.compile(r" · \d+% sure$")).count() >= min(shown, 36)  # one caption per image
+    checked(page, "12_insight_confusion_cell.png")
+    return middle
+
+
+def see_a_grad_cam(page: Page, timings: dict) -> None:
+    started = time.monotonic()
+    page.get_by_role("tab", name="Grad-CAM").click()
+    page.get_by_text(re.compile(r"^Heat for .+; the model predicts ")).wait_for(timeout=PAGE_S * 1000)
+    timings["grad_cam_s"] = round(time.monotonic() - started, 2)
+    assert page.locator('[data-testid="stImage"]').count() >= 1
+    checked(page, "13_insight_grad_cam.png")
+
+
+def export_the_zip(page: Page, run_id: str, folder: Path, timings: dict) -> Path:
+    open_page(page, "5 · Predict & export")
+    started = time.monotonic()
+    page.get_by_role("button", name="Prepare the download").click()
+    page.get_by_text(re.compile(r"^ONNX: same top-1 on (\d+)/\1 ")).wait_for(timeout=RUN_S * 1000)
+    timings["export_s"] = round(time.monotonic() - started, 2)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the model (.zip)").click()
+    assert download.value.suggested_filename == f"{run_id}.zip"
+    path = folder / download.value.suggested_filename
+    download.value.save_as(path)
+    checked(page, "14_predict_exported.png")
+    return path
+
+
+def uploader(page: Page, label: str) -> Locator:
+    return page.locator('[data-testid="stFileUploader"]').filter(has_text=label)
+
+
+def import_it_back(page: Page, zip_path: Path) -> None:
+    page.get_by_text("Import a model zip").click()
+    box = uploader(page, "Model zip")
+    # the rerun that the finished upload causes: until then the app has no file behind the Import button
+    settled(page, lambda: box.locator('input[type="file"]').set_input_files(zip_path))
+    expect(box).to_contain_text(".zip")  # its name, shortened
+    settled(page, lambda: page.get_by_role("button", name="Import", exact=True).click())
+    page.get_by_text(f"Imported {zip_path.name}: it is selected above.").wait_for(timeout=PAGE_S * 1000)
+    checked(page, "15_predict_imported.png")
+
+
+def predict_an_upload(page: Page) -> None:
+    picture = sorted((SHAPES / "star").iterdir())[0]
+    uploader(page, "Pictures to classify").locator('input[type="file"]').set_input_files(picture)
+    answer = page.get_by_text(re.compile(r"^(circle|cross|square|star|triangle) \(\d+% sure\)$"))
+    answer.wait_for(timeout=PAGE_S * 1000)
+    assert answer.inner_text().startswith("star"), answer.inner_text()
+    checked(page, "16_predict_upload.png")
+
+
+def test_inside_a_run_then_export_import_and_predict(page: Page, server, tmp_path):
+    """Issue 6's journey: a finished run's confusion cell and its images, a Grad-CAM, the model exported as a zip,
+    imported back, and asked about an uploaded picture."""
+    timings: dict = {}
+    try:
+        run_id = finished_probe(server)
+        open_a_confusion_cell(page, server, run_id, timings)
+        see_a_grad_cam(page, timings)
+        zip_path = export_the_zip(page, run_id, tmp_path, timings)
+        import_it_back(page, zip_path)
+        predict_an_upload(page)
+    except BaseException:
+        screenshot(page, "failure_inside.png")
+        raise
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "timings_inside.json").write_text(json.dumps(timings, indent=2) + "\n")

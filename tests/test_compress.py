@@ -30,7 +30,7 @@ def compressed(tmp_path_factory):
     """One tiny trained run, compressed once: 50% unstructured and channel pruning (with a 1-epoch fine-tune),
     dynamic and static int8."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    run = Run(RunConfig(data=str(SHAPES), backbone="test_resnet", strategy="linear_probe", epochs=1, image_size=64,
+    run = Run(RunConfig(data=str(SHAPES), backbone="test_resnet", strategy="linear_probe", epochs=1, image_size=32,
                         runs_dir=str(runs_dir))).run()
     assert run.status == "finished", run.error
     config = CompressConfig(run=str(run.dir), sparsities=(0.5,), structured=True, finetune_epochs=1,

@@ -3,10 +3,12 @@ trains at a time), none is lost or duplicated, and each user's Stop stops only t
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from streamlit.testing.v1 import AppTest
 
 from ui_common import CHOICES, DATASET, RUN_ID, get_registry
@@ -29,6 +31,21 @@ def registry(runs_dir):
     for run in registry.runs():
         run.wait(60)
     get_registry.clear()
+
+
+@pytest.fixture
+def compile_like_a_server(monkeypatch):
+    """A Streamlit server compiles page scripts in one ScriptCache, under its lock, for every session. AppTest gives
+    each run a cache of its own, and CPython 3.11's AST construction is not thread-safe (python/cpython#106905:
+    "AST constructor recursion depth mismatch"), so the sessions here share one lock as they would in the server."""
+    lock = threading.Lock()
+    get_bytecode = ScriptCache.get_bytecode
+
+    def locked(self, script_path):
+        with lock:
+            return get_bytecode(self, script_path)
+
+    monkeypatch.setattr(ScriptCache, "get_bytecode", locked)
 
 
 def _user_clicks_train(data: str) -> AppTest:
@@ -60,7 +77,7 @@ def _training_interval(run) -> tuple[float, float]:
     return events[0].time, events[-1].time
 
 
-def test_sessions_share_one_queue_and_stop_only_their_own_run(registry, tmp_path):
+def test_sessions_share_one_queue_and_stop_only_their_own_run(registry, compile_like_a_server, tmp_path):
     data = str(copy_tiny_shapes(tmp_path / "shapes"))
     with ThreadPoolExecutor(USERS) as pool:  # three users press Train at the same moment
         users = list(pool.map(lambda _: _user_clicks_train(data), range(USERS)))

@@ -19,7 +19,12 @@ from .conftest import REPO, SHAPES, SHAPES_SHIFTED
 
 CLASSES = ["circle", "cross", "square", "star", "triangle"]
 # The same budget for both runs; the pretrained, bundled EfficientNet-Lite0 at 64 px keeps it to seconds per epoch.
-BUDGET = dict(data=str(SHAPES), backbone="tf_efficientnet_lite0", image_size=64, batch_size=16, epochs=3, seed=0)
+# Measured (seed 0): source-only 63% on the target, DANN 71 -> 73 -> 79 -> 84% over its 4 epochs while its domain
+# classifier fell from 85% to 45% (the features stopped telling the domains apart). At lr 5e-4 DANN was no better
+# than source-only. Caution: the effect depends on the seed at this budget. Seed 1 gave DANN 43% vs 68%, seed 2
+# 70% vs 78%, so this test shows that the setting can adapt, not that DANN always wins in four epochs.
+BUDGET = dict(data=str(SHAPES), backbone="tf_efficientnet_lite0", image_size=64, batch_size=16, epochs=4, lr=1e-3,
+              seed=0)
 
 
 def test_gradient_reversal_is_identity_forward_and_flips_gradients_backward():
@@ -85,7 +90,10 @@ def test_dann_beats_source_only_on_the_target_domain(adapted):
     dann_run, source_only = adapted
     dann_target = dann_run.summary["target_accuracy"]
     source_only_target = dann.target_accuracy(source_only.dir, str(SHAPES_SHIFTED))
-    assert dann_target > source_only_target, (dann_target, source_only_target)
+    assert dann_target > source_only_target + 0.1, (dann_target, source_only_target)
+    # the adversary worked: by the end the domain classifier tells source from target features far less well
+    lines = runs.read_jsonl(dann_run.dir / runs.METRICS_FILE)
+    assert lines[-1]["domain_acc"] < lines[0]["domain_acc"] - 0.15
     # the same measurement from the saved model agrees with what the run recorded
     assert dann.target_accuracy(dann_run.dir, str(SHAPES_SHIFTED)) == pytest.approx(dann_target, abs=1e-4)
 

@@ -39,7 +39,7 @@ def test_compress_page_without_runs_says_what_to_do(runs_dir):
 
 
 def test_compress_page_shows_the_tradeoff_of_a_compressed_run(runs_dir):
-    run = Run(RunConfig(data=str(SHAPES), backbone="test_resnet", strategy="linear_probe", epochs=1, image_size=64,
+    run = Run(RunConfig(data=str(SHAPES), backbone="test_resnet", strategy="linear_probe", epochs=1, image_size=32,
                         runs_dir=str(runs_dir))).run()
     compress_run(CompressConfig(run=str(run.dir), sparsities=(0.5,), quantize=(), latency_repeats=2))
     at = AppTest.from_file(COMPRESS_PAGE, default_timeout=TIMEOUT).run()

@@ -55,11 +55,13 @@ def _captions(node) -> list[str]:
 
 
 def test_without_a_trained_model_the_page_points_to_the_train_page(runs_dir):
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/6_insight.py").run()
     assert not at.exception
     assert at.title[0].value == "6 · Inside the model"
     assert "No trained model to look inside yet" in at.info[0].value and "**Train**" in at.info[0].value
     assert not at.tabs
+    assert at.get("page_link")[0].label == "Go to the Train page"
 
 
 @pytest.mark.parametrize("name, method", [("full", insight.CNN_METHOD), ("vit", insight.TOKEN_METHOD)])

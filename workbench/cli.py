@@ -144,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run.stop()
         run.wait()
     if run.summary is None:  # failed before anything was written
-        print(f"error: {run.error}", file=sys.stderr)
+        print(f"error: {run.error}" + (f"\nwhat to try: {run.hint}" if run.hint else ""), file=sys.stderr)
         return 2
     s = run.summary
     print(f"run {run.status}: {run.dir}")
@@ -374,7 +374,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     accuracy = sum(p.correct for p in predictions) / max(1, len(predictions))
     print(f"{record.id}: {record.config.get('strategy')} · {record.config.get('backbone')} · "
           f"{accuracy:.1%} of {len(predictions)} validation images right\n")
-    print(insight.class_report(matrix, names).to_markdown(floatfmt=".3f"))
+    print(insight.class_report(matrix, names).to_markdown(floatfmt=("", ".3f", ".3f", ".3f", ".0f")))
     confused = insight.most_confused(matrix, names)
     if confused:
         print("\nMost confused: " + ", ".join(f"{t} -> {p} ({n})" for t, p, n in confused))

@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 FEATURE_MAP_FILE = "feature_map.json"
 MAP_POINTS_PER_DOMAIN = 200  # a readable scatter; a seeded sample of larger datasets
 DOMAIN_HIDDEN = 256  # width of the domain classifier's hidden layer
-# The domain classifier starts from nothing and must keep up with features that move every step: it learns at
-# 10x the run's learning rate, as the paper's new layers did.
-DOMAIN_LR_SCALE = 10.0
+# The domain classifier learns at the run's own learning rate. At 10x (the usual rate for new layers) it won the
+# game outright on the sample data: it stayed 70-99% right, the reversed gradient it sends the backbone shrank with
+# its loss, and target accuracy ended no better than source-only (lite0, 64 px, 4 epochs, lr 1e-3: 66% vs 63%).
+# At 1x the backbone catches up (domain accuracy fell to 45%) and target accuracy rose to 84%.
+DOMAIN_LR_SCALE = 1.0
 UNLABELLED = -1
 
 
