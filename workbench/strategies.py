@@ -204,7 +204,7 @@ register(Strategy(
         "target accuracy. Every layer trains."
     ),
     trains="every layer, plus a domain classifier behind a gradient-reversal layer",
-    default_epochs=5, default_lr=5e-4, adapts_domain=True, options=("target_data",),
+    default_epochs=5, default_lr=1e-3, adapts_domain=True, options=("target_data",),
 ))
 
 
