@@ -144,7 +144,7 @@ def tradeoff_ui(record: RunRecord) -> None:
 
 # -------------------------------------------------------------------------------------------------------------------
 
-st.title("Compress")
+st.title("7 · Compress")
 st.caption("Make a trained model smaller: zero its least important weights (pruning) or store it in 8-bit integers "
            "(quantisation), then see what that costs in accuracy and buys in size and speed, measured.")
 chosen_run = run_ui(compressible_runs())

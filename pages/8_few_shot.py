@@ -176,7 +176,7 @@ def curve_ui(data: str, backbone: str, size: int) -> None:
 
 # -------------------------------------------------------------------------------------------------------------------
 
-st.title("Few-shot")
+st.title("8 · Few-shot")
 st.caption("What a pretrained network knows before any training, and how many photos each way of transferring "
            "needs.")
 chosen_data = dataset_ui()
