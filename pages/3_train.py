@@ -20,7 +20,12 @@ from workbench.strategies import get_strategy
 
 DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}
 SAMPLE = "shapes"
-REFRESH_SECONDS = 2.0
+# While a run trains, its panel redraws on a timer. Every chart redraw costs the browser and the server CPU that
+# training needs (on a 2-core laptop, charts redrawn every second slowed training by a quarter), so the cheap
+# progress line redraws often and the charts slowly, except until their first point is there.
+STATUS_REFRESH_SECONDS = 2.0
+CHART_REFRESH_SECONDS = 5.0
+FIRST_POINT_REFRESH_SECONDS = 1.0
 WEIGHTS_WORDS = {"bundled": "bundled with the workbench", "cached": "found in the local Hugging Face cache",
                  "download": "will be downloaded from the Hugging Face hub"}
 
@@ -222,20 +227,30 @@ def per_class_ui(view: RunView) -> None:
     st.caption(f"Saved in `{view.dir}`. Compare it with other runs on the **Compare** page.")
 
 
-def run_panel(run_id: str, live: bool) -> None:
-    """Everything about one run; redrawn every second while the run is live."""
+def status_panel(run_id: str, live: bool) -> None:
+    """Where the run is, its Stop button and its outcome; redrawn every few seconds while the run is live."""
     view = get_registry().view(run_id)
     if view is None:
         st.warning(f"Run `{run_id}` is not here any more.")
         forget_run()
         return
     if live and view.terminal:
-        st.rerun()  # once more, as a whole page, without the timer
+        st.rerun()  # once more, as a whole page, without the timers
     st.subheader(f"Run: {view.config.get('strategy')} · {view.config.get('backbone')} — {view.status}")
     status_ui(view)
     outcome_ui(view)
     result_ui(view)
     facts_ui(view)
+
+
+def charts_panel(run_id: str, first_point: bool) -> None:
+    """The run's curves, confusion matrix and strategy-specific views. While `first_point`, the panel polls fast for
+    the first point and then reruns the page, which draws it again at the slower chart pace."""
+    view = get_registry().view(run_id)
+    if view is None:
+        return
+    if first_point and (view.metrics or view.batches):
+        st.rerun()
     curves_ui(view)
     distill_ui(view)
     dann_ui(view)
@@ -293,7 +308,10 @@ def dann_ui(view: RunView) -> None:
 def show_run(run_id: str) -> None:
     view = get_registry().view(run_id)
     live = view is not None and view.live
-    st.fragment(run_panel, run_every=REFRESH_SECONDS if live else None)(run_id, live)
+    st.fragment(status_panel, run_every=STATUS_REFRESH_SECONDS if live else None)(run_id, live)
+    first_point = live and not (view.metrics or view.batches)
+    chart_pace = (FIRST_POINT_REFRESH_SECONDS if first_point else CHART_REFRESH_SECONDS) if live else None
+    st.fragment(charts_panel, run_every=chart_pace)(run_id, first_point)
 
 
 # -------------------------------------------------------------------------------------------------------------------
