@@ -275,11 +275,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    try:
-        predictor = Predictor.from_run(args.run)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    predictor = Predictor.from_run(args.run)
     failed = 0
     for image in args.images:  # one at a time, so one unreadable image does not hide the others' answers
         try:
@@ -291,22 +287,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    try:
-        path = export_zip(args.run, args.out)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = export_zip(args.run, args.out)
     print(f"model exported to {path}")
     print(read_report(path).sentence())
     return 0
 
 
 def cmd_code(args: argparse.Namespace) -> int:
-    try:
-        script = script_for_run(args.run)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    script = script_for_run(args.run)
     if not args.out:
         print(script, end="")
         return 0
@@ -316,11 +304,7 @@ def cmd_code(args: argparse.Namespace) -> int:
 
 
 def cmd_distill_report(args: argparse.Namespace) -> int:
-    try:
-        table = teacher_student_comparison(args.run)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    table = teacher_student_comparison(args.run)
     print(f"Teacher and student of {Path(args.run).name}, measured now on one thread of this computer's CPU "
           f"({os.cpu_count()} cores, torch {torch.__version__}); accuracy on the student's validation images:\n")
     print(table.to_markdown())
@@ -328,12 +312,8 @@ def cmd_distill_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    try:
-        predictor = Predictor.from_run(args.run)
-        found = insight.explain(predictor, args.image, args.class_name)
-    except (FileNotFoundError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    predictor = Predictor.from_run(args.run)
+    found = insight.explain(predictor, args.image, args.class_name)
     found.overlay().save(args.out)
     print(f"{args.image}: predicted {found.predicted_class} ({found.predicted_probability:.1%}); heatmap for "
           f"{found.class_name} ({found.probability:.1%}) written to {args.out}")
@@ -472,11 +452,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                             finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
                             quantize=tuple(_comma_list(args.quantize)), calibration_images=args.calibration_images,
                             latency_repeats=args.latency_repeats, latency_threads=args.latency_threads)
-    try:
-        report = compress_run(config, Reporter(progress_printer()))
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = compress_run(config, Reporter(progress_printer()))
     table = tradeoff_table(report)
     print(table.drop(columns=["note"]).to_markdown(index=False))
     for _, row in table.iterrows():
@@ -571,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BackboneError, ValueError) as e:
+    except (BackboneError, ValueError, FileNotFoundError) as e:  # a bad option, model or run folder: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
 
