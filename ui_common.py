@@ -6,12 +6,15 @@ disk, so a refresh, a page switch or a second tab re-attaches to the same run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from workbench import charts
 from workbench.registry import RunRegistry
+from workbench.runs import RunRecord
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_DATASETS = {p.name: p for p in sorted((REPO / "sample_data").iterdir()) if p.is_dir()}
@@ -26,6 +29,21 @@ RUN_ID = "run_id"  # str: the run the Train page shows (mirrored in the URL as ?
 def get_registry() -> RunRegistry:
     """One registry per server process, shared by every session and thread-safe."""
     return RunRegistry()
+
+
+def pick_run(records: list[RunRecord], label: str, key: str, *, default: str | None = None,
+             describe: Callable[[RunRecord, str], str] | None = None, help: str | None = None) -> RunRecord:
+    """A selectbox of `records` (not empty) that keeps its choice in session_state[key]: the run picked there
+    before, else `default`, else the Train page's run, else the newest. `describe(record, short_label)` words an
+    option; the short label alone by default."""
+    by_id = {record.id: record for record in records}
+    if st.session_state.get(key) not in by_id:
+        trained = st.session_state.get(RUN_ID)
+        st.session_state[key] = default if default in by_id else trained if trained in by_id else records[0].id
+    labels = charts.run_labels(records)
+    run_id = st.selectbox(label, list(by_id), key=key, help=help,
+                          format_func=lambda i: describe(by_id[i], labels[i]) if describe else labels[i])
+    return by_id[run_id]
 
 
 def leave_legacy_pages_mode() -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui_common import RUN_ID, get_registry
-from workbench import charts
+from ui_common import get_registry, pick_run
 from workbench.codegen import CodegenError, script_for_run
 from workbench.data import IMAGE_EXTENSIONS, DataError
 from workbench.export import CopyCheck, ExportError, cached_export, existing_export, import_upload, read_report
@@ -39,10 +38,10 @@ def runs_with_model() -> list[RunRecord]:
 # Which model
 
 
-def run_label(record: RunRecord, labels: dict[str, str]) -> str:
+def run_label(record: RunRecord, label: str) -> str:
     accuracy = (record.summary or {}).get("val_accuracy")
     scored = f" · {accuracy:.0%} right on validation" if accuracy is not None else ""
-    return f"{labels[record.id]}{scored}"
+    return f"{label}{scored}"
 
 
 def run_ui(records: list[RunRecord]) -> RunRecord | None:
@@ -51,14 +50,8 @@ def run_ui(records: list[RunRecord]) -> RunRecord | None:
         st.info("No trained model yet. Train one on the **Train** page (the sample data trains in about a minute), "
                 "or bring in a model exported earlier with **Import a model zip** below.")
         return None
-    by_id = {record.id: record for record in records}
-    if st.session_state.get(PICKED) not in by_id:
-        st.session_state[PICKED] = st.session_state.get(RUN_ID) if st.session_state.get(RUN_ID) in by_id \
-            else records[0].id
-    labels = charts.run_labels(records)
-    run_id = st.selectbox("Model", list(by_id), key=PICKED, format_func=lambda i: run_label(by_id[i], labels),
-                          help="Every run that finished (or was stopped) with a saved model, newest first.")
-    return by_id[run_id]
+    return pick_run(records, "Model", PICKED, describe=run_label,
+                    help="Every run that finished (or was stopped) with a saved model, newest first.")
 
 
 # -------------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui_common import RUN_ID, get_registry
+from ui_common import RUN_ID, get_registry, pick_run
 from workbench import charts, insight
 from workbench.data import IMAGE_EXTENSIONS, DataError
 from workbench.predict import Predictor
@@ -78,10 +78,11 @@ def runs_with_model() -> list[RunRecord]:
     return [r for r in get_registry().records() if r.summary and r.summary.get("status") != "failed" and r.has_model]
 
 
-def default_run(by_id: dict[str, RunRecord], records: list[RunRecord]) -> str:
+def default_run(records: list[RunRecord]) -> str:
     """The run in the URL, else the Train page's run, else the newest finished one."""
+    ids = {r.id for r in records}
     for candidate in (st.query_params.get("run"), st.session_state.get(RUN_ID)):
-        if candidate in by_id:
+        if candidate in ids:
             return candidate
     finished = [r for r in records if r.summary.get("status") == "finished"]
     return (finished or records)[0].id
@@ -93,14 +94,10 @@ def run_ui(records: list[RunRecord]) -> RunRecord | None:
                 "about a minute), then come back here.")
         st.page_link("pages/3_train.py", label="Go to the Train page", icon="🏋️")
         return None
-    by_id = {record.id: record for record in records}
-    if st.session_state.get(PICKED) not in by_id:
-        st.session_state[PICKED] = default_run(by_id, records)
-    labels = charts.run_labels(records)
-    run_id = st.selectbox("Run", list(by_id), key=PICKED, format_func=labels.get,
-                          help="Every run that ended with a saved model, newest first.")
-    st.query_params["run"] = run_id
-    return by_id[run_id]
+    chosen = pick_run(records, "Run", PICKED, default=default_run(records),
+                      help="Every run that ended with a saved model, newest first.")
+    st.query_params["run"] = chosen.id
+    return chosen
 
 
 def class_names_of(record: RunRecord) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui_common import RUN_ID, get_registry
+from ui_common import get_registry, pick_run
 from workbench import charts
 from workbench.compress import (
     COMPRESSED_DIR,
@@ -43,16 +43,12 @@ def run_ui(records: list[RunRecord]) -> RunRecord | None:
         st.info("No finished run to compress yet. Train one on the **Train** page first (a partial fine-tune of "
                 "the sample data takes a few minutes).")
         return None
-    by_id = {r.id: r for r in records}
-    if st.session_state.get(PICKED) not in by_id:
-        st.session_state[PICKED] = st.session_state.get(RUN_ID) if st.session_state.get(RUN_ID) in by_id \
-            else records[0].id
-    labels = charts.run_labels(records)
-    accuracy = {r.id: (r.summary or {}).get("val_accuracy") for r in records}
-    run_id = st.selectbox("Run to compress", list(by_id), key=PICKED,
-                          format_func=lambda i: labels[i] + (f" · {accuracy[i]:.0%}" if accuracy[i] is not None
-                                                             else ""))
-    return by_id[run_id]
+    return pick_run(records, "Run to compress", PICKED, describe=with_accuracy)
+
+
+def with_accuracy(record: RunRecord, label: str) -> str:
+    accuracy = (record.summary or {}).get("val_accuracy")
+    return label + (f" · {accuracy:.0%}" if accuracy is not None else "")
 
 
 def explanations_ui() -> None:
