@@ -447,9 +447,25 @@ def stop_mine_not_theirs(mine: Page, theirs: Page, server: Server, runs_of: tupl
     checked(theirs, "11_second_user_finished.png")
 
 
-def test_a_new_user_trains_refreshes_stops_and_compares(page: Page, server):
+@contextlib.contextmanager
+def journey(timings_file: str, *failure_shots: tuple[Page, str]) -> Iterator[dict]:
+    """The timings a journey measures, written to artifacts/`timings_file` however it ends; on a failure, a
+    screenshot of each (page, file name) first."""
     timings: dict = {}
     try:
+        yield timings
+    except BaseException:
+        for shown, name in failure_shots:
+            screenshot(shown, name)
+        raise
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / timings_file).write_text(json.dumps(timings, indent=2) + "\n")
+        print(f"\nbrowser timings ({timings_file}): {json.dumps(timings)}")
+
+
+def test_a_new_user_trains_refreshes_stops_and_compares(page: Page, server):
+    with journey("timings.json", (page, "failure.png")) as timings:
         direct_url_first(page, server)
         pick_sample_data(page, server)
         probe_id = train_to_the_end(page, timings)
@@ -458,31 +474,19 @@ def test_a_new_user_trains_refreshes_stops_and_compares(page: Page, server):
         refresh_reattaches(page, server, stopped_id, timings)
         stop_it(page, server, stopped_id, timings)
         both_on_compare(page)
-    except BaseException:
-        screenshot(page, "failure.png")
-        raise
-    finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-        print(f"\nbrowser journey timings: {json.dumps(timings)}")
 
 
 def test_two_users_share_one_queue_and_stop_only_their_own_run(page: Page, server):
     """Two browser sessions at once (a classroom): they see one run registry, the device trains one run at a
     time, and Stop stops only the run it belongs to."""
-    timings: dict = {}
     theirs = second_user(page)
     try:
-        runs_of = queue_behind(page, theirs, server, timings)
-        stop_mine_not_theirs(page, theirs, server, runs_of, timings)
-    except BaseException:
-        screenshot(page, "failure_first_user.png")
-        screenshot(theirs, "failure_second_user.png")
-        raise
+        with journey("timings_two_users.json", (page, "failure_first_user.png"),
+                     (theirs, "failure_second_user.png")) as timings:
+            runs_of = queue_behind(page, theirs, server, timings)
+            stop_mine_not_theirs(page, theirs, server, runs_of, timings)
     finally:
         theirs.context.close()
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "timings_two_users.json").write_text(json.dumps(timings, indent=2) + "\n")
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -572,17 +576,10 @@ def predict_an_upload(page: Page) -> None:
 def test_inside_a_run_then_export_import_and_predict(page: Page, server, tmp_path):
     """Issue 6's journey: a finished run's confusion cell and its images, a Grad-CAM, the model exported as a zip,
     imported back, and asked about an uploaded picture."""
-    timings: dict = {}
-    try:
+    with journey("timings_inside.json", (page, "failure_inside.png")) as timings:
         run_id = finished_probe(server)
         open_a_confusion_cell(page, server, run_id, timings)
         see_a_grad_cam(page, timings)
         zip_path = export_the_zip(page, run_id, tmp_path, timings)
         import_it_back(page, zip_path)
         predict_an_upload(page)
-    except BaseException:
-        screenshot(page, "failure_inside.png")
-        raise
-    finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "timings_inside.json").write_text(json.dumps(timings, indent=2) + "\n")
