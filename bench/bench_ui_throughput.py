@@ -1,10 +1,11 @@
 """Training throughput with the app's Train page open and streaming, against the same run from the CLI.
 
 The same config (backbone, strategy, epochs, image size, sample data) runs once as `python -m workbench train` and
-once through `streamlit run app.py`, chosen by clicks in headless Chromium with the Train page left open (its charts
-redraw every second) until the run finishes. Both read training images/s from the run's summary.json (the mean of the
-epochs' rates; data decoding and validation are not in it). With --repeats N the pairs run N times, alternating which
-side goes first, so that the load other work puts on a shared machine falls on both sides alike.
+once through `streamlit run app.py`, chosen by clicks in headless Chromium with the Train page left open (it streams
+progress and redraws its charts each epoch) until the run finishes. Both read training images/s from the run's
+summary.json (the mean of the epochs' rates; data decoding and validation are not in it). With --repeats N the pairs
+run N times, alternating which side goes first, so that the load other work puts on a shared machine falls on both
+sides alike.
 
     HF_HUB_OFFLINE=1 python bench/bench_ui_throughput.py --repeats 2 --markdown bench/results/ui_throughput.md
 """
@@ -100,10 +101,20 @@ def pairs(args: argparse.Namespace) -> list[dict]:
     return results
 
 
+def pair_ratios(results: list[dict]) -> list[float]:
+    """UI/CLI within each repeat: the two runs of a pair ran minutes apart, so drift in the machine's speed (which
+    on a shared VM moved single runs by +-10%) falls on both."""
+    by_repeat: dict[int, dict[str, float]] = {}
+    for r in results:
+        by_repeat.setdefault(r["repeat"], {})[r["side"]] = r["images_per_s"]
+    return [pair["UI"] / pair["CLI"] for pair in by_repeat.values() if {"UI", "CLI"} <= set(pair)]
+
+
 def table(args: argparse.Namespace, results: list[dict]) -> str:
     """The results as markdown: every measurement, then the medians and their ratio."""
     cli = statistics.median(r["images_per_s"] for r in results if r["side"] == "CLI")
     ui = statistics.median(r["images_per_s"] for r in results if r["side"] == "UI")
+    ratios = pair_ratios(results)
     rows = [f"| {r['repeat']} | {r['side']} | {r['images_per_s']:.2f} | {r['train_seconds']:.1f} | "
             f"{r['val_accuracy']:.1%} | {r['load_before']:.2f} |" for r in results]
     return "\n".join([
@@ -116,7 +127,9 @@ def table(args: argparse.Namespace, results: list[dict]) -> str:
         "|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Median: CLI {cli:.2f} images/s, UI {ui:.2f} images/s, **UI/CLI = {ui / cli:.3f}**.",
+        f"Median: CLI {cli:.2f} images/s, UI {ui:.2f} images/s, **UI/CLI = {ui / cli:.3f}**. "
+        f"UI/CLI within each pair: {', '.join(f'{r:.3f}' for r in ratios)} "
+        f"(median {statistics.median(ratios):.3f}).",
     ])
 
 

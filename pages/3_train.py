@@ -20,12 +20,23 @@ from workbench.strategies import get_strategy
 
 DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}
 SAMPLE = "shapes"
-# While a run trains, its panel redraws on a timer. Every chart redraw costs the browser and the server CPU that
-# training needs (on a 2-core laptop, charts redrawn every second slowed training by a quarter), so the cheap
-# progress line redraws often and the charts slowly, except until their first point is there.
-STATUS_REFRESH_SECONDS = 2.0
-CHART_REFRESH_SECONDS = 5.0
+# While a run trains, its panel redraws on a timer, and every chart redraw costs the browser and the server CPU that
+# training needs (on a 2-core laptop, charts redrawn every second slowed training by a quarter). So only the cheap
+# progress line polls; it redraws the page, charts included, when there is something new to plot: the first point,
+# then each finished epoch. Charts of a long epoch also catch up with its batches on a slow clock.
+STATUS_REFRESH_SECONDS = 3.0
 FIRST_POINT_REFRESH_SECONDS = 1.0
+MID_EPOCH_CHART_REFRESH_SECONDS = 30.0
+# With the page polling, Streamlit's animated "Running..." badge and the progress bar's easing would repaint the page
+# every few seconds; in headless Chromium that alone cost about 4% of a core. The page shows the run's own status, so
+# while a run is live the badge is hidden and the bar jumps instead of gliding.
+LIVE_RUN_CSS = """<style>
+[data-testid="stStatusWidget"] {visibility: hidden}
+[data-testid="stProgress"] * {transition: none !important; animation: none !important}
+</style>"""
+# While the run trains, its charts are drawn without Plotly's hover and zoom layers (staticPlot): each epoch's
+# redraw then costs the browser about 40% less CPU. When the run has ended they are drawn interactive.
+LIVE_CHART_CONFIG = {"staticPlot": True}
 WEIGHTS_WORDS = {"bundled": "bundled with the workbench", "cached": "found in the local Hugging Face cache",
                  "download": "will be downloaded from the Hugging Face hub"}
 
@@ -189,19 +200,21 @@ def curves_ui(view: RunView) -> None:
         st.caption("The curves appear after the first batch.")
         return
     planned = view.config.get("epochs")
-    st.plotly_chart(charts.training_curves(view.metrics, view.batches, planned), key="curves")
+    config = LIVE_CHART_CONFIG if view.live else None
+    st.plotly_chart(charts.training_curves(view.metrics, view.batches, planned), key="curves", config=config)
     left, right = st.columns([3, 2])
     with left:
         matrix = view.confusion_matrix
         if matrix:
             when = "saved model" if view.summary else f"epoch {len(view.metrics)}"
             title = f"Validation confusion matrix, {when}"
-            st.plotly_chart(charts.confusion_figure(matrix, view.class_names, title), key="confusion")
+            st.plotly_chart(charts.confusion_figure(matrix, view.class_names, title), key="confusion",
+                            config=config)
         else:
             st.caption("The confusion matrix appears after the first epoch.")
     with right:
         if view.batches:
-            st.plotly_chart(charts.lr_curve(view.batches, planned), key="lr")
+            st.plotly_chart(charts.lr_curve(view.batches, planned), key="lr", config=config)
 
 
 def result_ui(view: RunView) -> None:
@@ -227,34 +240,34 @@ def per_class_ui(view: RunView) -> None:
     st.caption(f"Saved in `{view.dir}`. Compare it with other runs on the **Compare** page.")
 
 
-def status_panel(run_id: str, live: bool) -> None:
-    """Where the run is, its Stop button and its outcome; redrawn every few seconds while the run is live."""
+def status_panel(run_id: str, drawn: tuple[int, bool] | None) -> None:
+    """Where the run is and its Stop button. While the run is live this redraws every few seconds, and redraws the
+    whole page when the charts, drawn at `drawn` (epochs, any point), have something new to show."""
     view = get_registry().view(run_id)
     if view is None:
         st.warning(f"Run `{run_id}` is not here any more.")
         forget_run()
         return
-    if live and view.terminal:
-        st.rerun()  # once more, as a whole page, without the timers
+    if drawn is not None and (view.terminal or chart_progress(view) != drawn):
+        st.rerun()  # the charts' new point or epoch; a run that has ended is drawn once more without the timers
     st.subheader(f"Run: {view.config.get('strategy')} · {view.config.get('backbone')} — {view.status}")
     status_ui(view)
-    outcome_ui(view)
-    result_ui(view)
-    facts_ui(view)
 
 
-def charts_panel(run_id: str, first_point: bool) -> None:
-    """The run's curves, confusion matrix and strategy-specific views. While `first_point`, the panel polls fast for
-    the first point and then reruns the page, which draws it again at the slower chart pace."""
+def charts_panel(run_id: str) -> None:
+    """The run's curves, confusion matrix and strategy-specific views."""
     view = get_registry().view(run_id)
     if view is None:
         return
-    if first_point and (view.metrics or view.batches):
-        st.rerun()
     curves_ui(view)
     distill_ui(view)
     dann_ui(view)
     per_class_ui(view)
+
+
+def chart_progress(view: RunView) -> tuple[int, bool]:
+    """What the charts show of a run: its finished epochs, and whether it has any point at all."""
+    return len(view.metrics), bool(view.metrics or view.batches)
 
 
 @st.cache_data(show_spinner="Measuring teacher and student on this computer…", max_entries=16)
@@ -294,7 +307,8 @@ def dann_ui(view: RunView) -> None:
     st.subheader("Domain adaptation")
     st.caption(f"Target images: `{target.get('data')}`: {target.get('note', '').rstrip('.')}.")
     if view.metrics:
-        st.plotly_chart(charts.dann_curves(view.metrics, view.config.get("epochs")), key="dann_curves")
+        st.plotly_chart(charts.dann_curves(view.metrics, view.config.get("epochs")), key="dann_curves",
+                        config=LIVE_CHART_CONFIG if view.live else None)
         st.caption("The domain classifier tries to tell source from target features; the backbone is trained to "
                    "fool it (λ weighs how hard). Near 50% it can no longer tell them apart.")
     maps = dann.feature_map(view.dir)
@@ -308,10 +322,17 @@ def dann_ui(view: RunView) -> None:
 def show_run(run_id: str) -> None:
     view = get_registry().view(run_id)
     live = view is not None and view.live
-    st.fragment(status_panel, run_every=STATUS_REFRESH_SECONDS if live else None)(run_id, live)
-    first_point = live and not (view.metrics or view.batches)
-    chart_pace = (FIRST_POINT_REFRESH_SECONDS if first_point else CHART_REFRESH_SECONDS) if live else None
-    st.fragment(charts_panel, run_every=chart_pace)(run_id, first_point)
+    drawn = chart_progress(view) if live else None
+    if live:
+        st.html(LIVE_RUN_CSS)
+    waiting_for_first_point = live and view.status != "queued" and not drawn[1]
+    status_pace = (FIRST_POINT_REFRESH_SECONDS if waiting_for_first_point else STATUS_REFRESH_SECONDS) if live else None
+    st.fragment(status_panel, run_every=status_pace)(run_id, drawn)
+    if view is not None:  # what changes only when a run ends, when the whole page is drawn again
+        outcome_ui(view)
+        result_ui(view)
+        facts_ui(view)
+    st.fragment(charts_panel, run_every=MID_EPOCH_CHART_REFRESH_SECONDS if live else None)(run_id)
 
 
 # -------------------------------------------------------------------------------------------------------------------
