@@ -18,11 +18,11 @@ from workbench.train import Run
 from .conftest import REPO, SHAPES, SHAPES_SHIFTED
 
 CLASSES = ["circle", "cross", "square", "star", "triangle"]
-# The same budget for both runs; the pretrained, bundled EfficientNet-Lite0 at 64 px keeps it to seconds per epoch.
-# Measured (seed 0): source-only 63% on the target, DANN 71 -> 73 -> 79 -> 84% over its 4 epochs while its domain
-# classifier fell from 85% to 45% (the features stopped telling the domains apart). At lr 5e-4 DANN was no better
-# than source-only. Caution: the effect depends on the seed at this budget. Seed 1 gave DANN 43% vs 68%, seed 2
-# 70% vs 78%, so this test shows that the setting can adapt, not that DANN always wins in four epochs.
+# The same budget and recipe for both runs: fine-tuning with layer-wise learning rates (`discriminative` for the
+# source-only run; DANN uses the same), the pretrained, bundled EfficientNet-Lite0 at 64 px, 4 epochs. Measured on
+# the shifted target, DANN vs source-only: seed 0 71% vs 63% (1 thread), 70% vs 62% (2 threads); seed 1 55% vs
+# 53%; seed 2 73% vs 62%. At 6 epochs: 68/67, 59/56, 77/60. Before DANN used layer-wise rates (every layer at the
+# domain classifier's rate) its gain swung with the seed, from +21 to -25 points.
 BUDGET = dict(data=str(SHAPES), backbone="tf_efficientnet_lite0", image_size=64, batch_size=16, epochs=4, lr=1e-3,
               seed=0)
 
@@ -78,10 +78,10 @@ def test_missing_target_data_is_refused_before_anything_is_written(runs_dir):
 
 @pytest.fixture(scope="module")
 def adapted(tmp_path_factory):
-    """(DANN run, source-only run), same backbone, budget and seed; the target is the shifted sample data. About
-    2 minutes on an idle 2-core CPU (5 under load), hence `slow`: `python -m pytest -m slow` runs it."""
+    """(DANN run, source-only run), same backbone, budget, recipe and seed; the target is the shifted sample data.
+    About 30 s on an idle 2-core CPU."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    source_only = Run(RunConfig(**BUDGET, strategy="full", runs_dir=str(runs_dir))).run()
+    source_only = Run(RunConfig(**BUDGET, strategy="discriminative", runs_dir=str(runs_dir))).run()
     adapted = Run(RunConfig(**BUDGET, strategy="dann", target_data=str(SHAPES_SHIFTED), runs_dir=str(runs_dir))).run()
     assert source_only.status == adapted.status == "finished", (source_only.error, adapted.error)
     return adapted, source_only
@@ -97,17 +97,16 @@ def small_dann(tmp_path_factory):
     return run
 
 
-@pytest.mark.slow
 def test_dann_beats_source_only_on_the_target_domain(adapted):
     dann_run, source_only = adapted
     dann_target = dann_run.summary["target_accuracy"]
     source_only_target = dann.target_accuracy(source_only.dir, str(SHAPES_SHIFTED))
-    # Measured with seed 0: 84% vs 63% (1 thread), 78% vs 72% (2 threads: float sums run in another order). Not
-    # a margin to promise at this budget; see BUDGET's note on other seeds.
-    assert dann_target > source_only_target, (dann_target, source_only_target)
-    # the adversary worked: by the end the domain classifier tells source from target features far less well
+    # Measured with seed 0: 70% vs 62% (2 threads), 71% vs 63% (1 thread); see BUDGET's note for other seeds.
+    assert dann_target > source_only_target + 0.03, (dann_target, source_only_target)
+    # the adversary pushes back: as lambda grows, the domain classifier loses ground from its best epoch (in four
+    # epochs it still tells the domains apart most of the time; at six it falls to about 57%)
     lines = runs.read_jsonl(dann_run.dir / runs.METRICS_FILE)
-    assert lines[-1]["domain_acc"] < lines[0]["domain_acc"] - 0.15
+    assert lines[-1]["domain_acc"] < max(line["domain_acc"] for line in lines) - 0.03
     # the same measurement from the saved model agrees with what the run recorded
     assert dann.target_accuracy(dann_run.dir, str(SHAPES_SHIFTED)) == pytest.approx(dann_target, abs=1e-4)
 

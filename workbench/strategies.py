@@ -201,10 +201,12 @@ register(Strategy(
         "or the target. A gradient-reversal layer turns its success into a penalty for the backbone, so the "
         "backbone learns features that work for the classes but look the same in both domains (Ganin et al., "
         "2016). The target images need no labels; if they have class folders, those are used only to measure "
-        "target accuracy. Every layer trains."
+        "target accuracy. Every layer trains, the pretrained ones more slowly than the new heads (discriminative "
+        "learning rates, as the paper's fine-tuned networks did): when the whole backbone moved as fast as the "
+        "domain classifier, the adversarial game swung wildly and the result depended on the seed."
     ),
-    trains="every layer, plus a domain classifier behind a gradient-reversal layer",
-    default_epochs=5, default_lr=1e-3, adapts_domain=True, options=("target_data",),
+    trains="every layer (layer-wise learning rates), plus a domain classifier behind a gradient-reversal layer",
+    default_epochs=5, default_lr=1e-3, adapts_domain=True, layer_decay=True, options=("target_data", "layer_decay"),
 ))
 
 
