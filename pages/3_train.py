@@ -325,7 +325,8 @@ def show_run(run_id: str) -> None:
     drawn = chart_progress(view) if live else None
     if live:
         st.html(LIVE_RUN_CSS)
-    waiting_for_first_point = live and view.status != "queued" and not drawn[1]
+    # Fast polling until the first point, unless other runs train first (their owner's training needs the CPU).
+    waiting_for_first_point = live and not view.queue_position and not drawn[1]
     status_pace = (FIRST_POINT_REFRESH_SECONDS if waiting_for_first_point else STATUS_REFRESH_SECONDS) if live else None
     st.fragment(status_panel, run_every=status_pace)(run_id, drawn)
     if view is not None:  # what changes only when a run ends, when the whole page is drawn again
