@@ -12,6 +12,23 @@ SHAPES = REPO / "sample_data" / "shapes"
 SHAPES_SHIFTED = REPO / "sample_data" / "shapes_shifted"
 
 
+def train_page_showing(run, monkeypatch, timeout: float = 60):
+    """The Train page as a fresh app session opens it on `run` (from its record on disk, through ?run=), drawn once
+    and checked for Streamlit's exception box."""
+    from streamlit.testing.v1 import AppTest
+
+    from ui_common import get_registry
+    from workbench.config import RUNS_DIR_ENV
+
+    monkeypatch.setenv(RUNS_DIR_ENV, str(run.dir.parent))
+    get_registry.clear()
+    at = AppTest.from_file(str(REPO / "pages" / "3_train.py"), default_timeout=timeout)
+    at.query_params["run"] = run.id
+    at.run()
+    assert not at.exception
+    return at
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "runs"

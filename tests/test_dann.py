@@ -9,13 +9,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from ui_common import CHOICES, DATASET, get_registry
+from ui_common import CHOICES, DATASET
 from workbench import charts, dann, runs
-from workbench.config import RUNS_DIR_ENV, RunConfig
+from workbench.config import RunConfig
 from workbench.data import DataError
 from workbench.train import Run
 
-from .conftest import REPO, SHAPES, SHAPES_SHIFTED
+from .conftest import REPO, SHAPES, SHAPES_SHIFTED, train_page_showing
 
 CLASSES = ["circle", "cross", "square", "star", "triangle"]
 # The same budget and recipe for both runs: fine-tuning with layer-wise learning rates (`discriminative` for the
@@ -138,13 +138,7 @@ def test_feature_map_before_and_after_adaptation(small_dann):
 
 
 def test_train_page_draws_the_adaptation_of_a_finished_run(small_dann, monkeypatch):
-    dann_run = small_dann
-    monkeypatch.setenv(RUNS_DIR_ENV, str(dann_run.dir.parent))
-    get_registry.clear()
-    at = AppTest.from_file(str(REPO / "pages" / "3_train.py"), default_timeout=60)
-    at.query_params["run"] = dann_run.id
-    at.run()
-    assert not at.exception
+    at = train_page_showing(small_dann, monkeypatch)
     assert "Domain adaptation" in [h.value for h in at.subheader]
     titles = [json.loads(chart.proto.spec)["layout"].get("title", {}).get("text") for chart in at.get("plotly_chart")]
     assert "Domain adaptation, epoch by epoch" in titles

@@ -18,7 +18,7 @@ from workbench.data import open_dataset
 from workbench.predict import Predictor
 from workbench.train import Run
 
-from .conftest import REPO, SHAPES
+from .conftest import REPO, SHAPES, train_page_showing
 
 TEACHER = dict(backbone="tf_efficientnet_lite0", strategy="linear_probe", image_size=96, epochs=30, seed=0)
 # The same budget for both students; only the objective differs. Alpha is high because half the labels are wrong.
@@ -172,12 +172,7 @@ def test_model_page_picks_the_teacher_among_finished_runs_on_the_same_classes(le
 
 def test_train_page_shows_teacher_and_student_side_by_side(lesson, monkeypatch):
     _, _, student, _ = lesson
-    monkeypatch.setenv(RUNS_DIR_ENV, str(student.dir.parent))
-    get_registry.clear()
-    at = AppTest.from_file(str(REPO / "pages" / "3_train.py"), default_timeout=120)
-    at.query_params["run"] = student.id
-    at.run()
-    assert not at.exception
+    at = train_page_showing(student, monkeypatch, timeout=120)
     assert "Teacher and student" in [h.value for h in at.subheader]
     assert any(list(frame.value.index) == ["teacher", "student"] for frame in at.dataframe)
     assert len(at.get("plotly_chart")) == 4  # curves, confusion matrix, learning rate, and the comparison's bars
