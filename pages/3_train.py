@@ -195,12 +195,17 @@ def facts_ui(view: RunView) -> None:
         st.caption(f"Starting weights: {source['description']}.")
 
 
+def chart_config(view: RunView) -> dict | None:
+    """Plotly's config for the run's charts: static while it trains, interactive once it has ended."""
+    return LIVE_CHART_CONFIG if view.live else None
+
+
 def curves_ui(view: RunView) -> None:
     if not view.metrics and not view.batches:
         st.caption("The curves appear after the first batch.")
         return
     planned = view.config.get("epochs")
-    config = LIVE_CHART_CONFIG if view.live else None
+    config = chart_config(view)
     st.plotly_chart(charts.training_curves(view.metrics, view.batches, planned), key="curves", config=config)
     left, right = st.columns([3, 2])
     with left:
@@ -308,7 +313,7 @@ def dann_ui(view: RunView) -> None:
     st.caption(f"Target images: `{target.get('data')}`: {target.get('note', '').rstrip('.')}.")
     if view.metrics:
         st.plotly_chart(charts.dann_curves(view.metrics, view.config.get("epochs")), key="dann_curves",
-                        config=LIVE_CHART_CONFIG if view.live else None)
+                        config=chart_config(view))
         st.caption("The domain classifier tries to tell source from target features; the backbone is trained to "
                    "fool it (λ weighs how hard). Near 50% it can no longer tell them apart.")
     maps = dann.feature_map(view.dir)
