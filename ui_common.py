@@ -12,9 +12,9 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from workbench import charts
-from workbench.registry import RunRegistry
-from workbench.runs import RunRecord
+from workbench.analysis import charts
+from workbench.runs.records import RunRecord
+from workbench.runs.registry import RunRegistry
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_DATASETS = {p.name: p for p in sorted((REPO / "sample_data").iterdir()) if p.is_dir()}

@@ -32,8 +32,8 @@ import psutil
 import torch
 
 from workbench import runs
-from workbench.config import RunConfig
-from workbench.registry import RunRegistry
+from workbench.engine.config import RunConfig
+from workbench.runs.registry import RunRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 2**20

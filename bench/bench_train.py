@@ -39,11 +39,11 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from workbench.backbones import backbone_info, create_backbone, data_config
-from workbench.config import RunConfig
 from workbench.data import ImageDataset, open_dataset
+from workbench.engine import Event, Run
+from workbench.engine.config import RunConfig
+from workbench.models.backbones import backbone_info, create_backbone, data_config
 from workbench.strategies import get_strategy
-from workbench.train import Event, Run
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_FRACTION = 0.2  # RunConfig's default, so the plain loops read the engine's exact split

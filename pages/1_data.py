@@ -10,10 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from ui_common import DATASET, SAMPLE_DATASETS
-from workbench import uploads
-from workbench.config import RunConfig
-from workbench.data import IMAGE_EXTENSIONS, DataError, ImageDataset, open_dataset
-from workbench.model_views import class_counts_figure, thumbnails
+from workbench.analysis.model_views import class_counts_figure, thumbnails
+from workbench.data import IMAGE_EXTENSIONS, DataError, ImageDataset, open_dataset, uploads
+from workbench.engine.config import RunConfig
 
 SOURCES = {"sample": "Sample data", "upload": "Upload a folder or zip", "local": "Folder on this computer"}
 SOURCE = "data.source"  # widget keys of this page

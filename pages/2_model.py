@@ -14,12 +14,9 @@ import torch
 from PIL import Image
 
 from ui_common import CHOICES, DATASET, SAMPLE_DATASETS, get_registry
-from workbench import dann, estimate, train
-from workbench.backbones import BackboneInfo, LayerGroup, backbone_info, hub_reachable, list_backbones
-from workbench.config import SCHEDULES, RunConfig
-from workbench.data import AUGMENTATIONS, DataError, augmentation_preview, open_dataset
-from workbench.distill import teacher_candidates
-from workbench.model_views import (
+from workbench import engine
+from workbench.analysis import estimate
+from workbench.analysis.model_views import (
     SCHEDULES_EXPLAINED,
     bitfit_trainable_per_group,
     freeze_summary,
@@ -34,7 +31,11 @@ from workbench.model_views import (
     round_lr,
     schedule_figure,
 )
-from workbench.strategies import STRATEGIES, Strategy, StrategyError, check_freeze_depth
+from workbench.data import AUGMENTATIONS, DataError, augmentation_preview, open_dataset
+from workbench.engine.config import SCHEDULES, RunConfig
+from workbench.models.backbones import BackboneInfo, LayerGroup, backbone_info, hub_reachable, list_backbones
+from workbench.strategies import STRATEGIES, Strategy, StrategyError, check_freeze_depth, dann
+from workbench.strategies.distill import teacher_candidates
 
 SHOWN_BACKBONES = 300
 CLASSES_WITHOUT_DATA = 10  # the head's size in the diagram until a dataset is chosen
@@ -454,10 +455,10 @@ def run_lr_finder(config: RunConfig) -> dict | None:
     bar = st.progress(0.0, text="Reading the images and building the model…")
     try:
         with st.spinner("Searching: on a CPU this can take a few minutes…"):
-            result = train.find_lr(config, steps=FINDER_STEPS, on_step=lambda done, total: bar.progress(
+            result = engine.find_lr(config, steps=FINDER_STEPS, on_step=lambda done, total: bar.progress(
                 done / total, text=f"Step {done} of {total}"))
     except Exception as error:  # noqa: BLE001 - whatever went wrong, say it on the page and keep the page usable
-        st.error(f"The learning-rate finder failed: {error}. {train.failure_hint(error)}")
+        st.error(f"The learning-rate finder failed: {error}. {engine.failure_hint(error)}")
         return None
     finally:
         bar.empty()

@@ -10,13 +10,13 @@ import pandas as pd
 import streamlit as st
 
 from ui_common import CHOICES, DATASET, RUN_ID, SAMPLE_DATASETS, get_registry
-from workbench import charts, dann
-from workbench.backbones import hub_reachable, weights_availability
-from workbench.config import RunConfig
+from workbench.analysis import charts
 from workbench.data import DataError
-from workbench.distill import teacher_student_comparison
-from workbench.registry import RunView, planned_config
-from workbench.strategies import get_strategy
+from workbench.engine.config import RunConfig
+from workbench.models.backbones import hub_reachable, weights_availability
+from workbench.runs.registry import RunView, planned_config
+from workbench.strategies import dann, get_strategy
+from workbench.strategies.distill import teacher_student_comparison
 
 DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}
 SAMPLE = "shapes"

@@ -11,11 +11,11 @@ import pandas as pd
 import streamlit as st
 
 from ui_common import CHOICES, DATASET, get_registry
-from workbench import charts
-from workbench.config import RunConfig
-from workbench.model_views import model_groups
-from workbench.registry import latest_confusion_matrix, race_budget
-from workbench.runs import RunRecord
+from workbench.analysis import charts
+from workbench.engine.config import RunConfig
+from workbench.models.backbones import model_groups
+from workbench.runs.records import RunRecord
+from workbench.runs.registry import latest_confusion_matrix, race_budget
 from workbench.strategies import STRATEGIES
 
 DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}

@@ -9,11 +9,12 @@ from pathlib import Path
 import streamlit as st
 
 from ui_common import get_registry, pick_run
-from workbench.codegen import CodegenError, script_for_run
+from workbench.core.runfolder import MODEL_FILE
 from workbench.data import IMAGE_EXTENSIONS, DataError
-from workbench.export import CopyCheck, ExportError, cached_export, existing_export, import_upload, read_report
-from workbench.predict import Predictor
-from workbench.runs import MODEL_FILE, RunRecord
+from workbench.deploy.codegen import CodegenError, script_for_run
+from workbench.deploy.export import CopyCheck, ExportError, cached_export, existing_export, import_upload, read_report
+from workbench.models.trained import Predictor
+from workbench.runs.records import RunRecord
 
 PICKED = "predict_run"  # session key: the run id chosen on this page
 IMPORT_MESSAGE = "predict_import_message"  # session key: (kind, text) left by the import callback

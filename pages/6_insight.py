@@ -10,10 +10,11 @@ from pathlib import Path
 import streamlit as st
 
 from ui_common import RUN_ID, get_registry, pick_run
-from workbench import charts, insight
+from workbench.analysis import charts, insight
+from workbench.core.runfolder import MODEL_FILE
 from workbench.data import IMAGE_EXTENSIONS, DataError
-from workbench.predict import Predictor
-from workbench.runs import MODEL_FILE, RunRecord
+from workbench.models.trained import Predictor
+from workbench.runs.records import RunRecord
 
 PICKED = "insight_run"  # session key: the run id chosen on this page
 TABS = ("Confusion & mistakes", "Grad-CAM", "Feature map", "Weight drift", "Per-class report")

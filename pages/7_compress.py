@@ -1,5 +1,5 @@
 """Compress: prune and int8-quantise a finished run's model, then weigh accuracy against size and latency. The work
-is `workbench.compress.compress_run`, run in a background job this page polls."""
+is `workbench.deploy.compress.compress_run`, run in a background job this page polls."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from ui_common import get_registry, pick_run
-from workbench import charts
-from workbench.compress import (
+from workbench.analysis import charts
+from workbench.deploy.compress import (
     COMPRESSED_DIR,
     QUANTIZATIONS,
     TECHNIQUES,
@@ -18,8 +18,8 @@ from workbench.compress import (
     read_report,
     variant_zip,
 )
-from workbench.jobs import Job
-from workbench.runs import RunRecord
+from workbench.runs.jobs import Job
+from workbench.runs.records import RunRecord
 
 PICKED = "compress_run"  # session key: the run id chosen on this page
 JOB = "compress_job"  # session key: the id of this session's compression job

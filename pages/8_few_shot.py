@@ -7,9 +7,8 @@ from __future__ import annotations
 import streamlit as st
 
 from ui_common import DATASET, SAMPLE_DATASETS, get_registry
-from workbench import charts
-from workbench.data import DataError
-from workbench.fewshot import (
+from workbench.analysis import charts
+from workbench.analysis.fewshot import (
     ALL,
     DEFAULT_SHOTS,
     METHODS,
@@ -23,7 +22,8 @@ from workbench.fewshot import (
     method_title,
     save_prototype_run,
 )
-from workbench.jobs import Job
+from workbench.data import DataError
+from workbench.runs.jobs import Job
 
 BANK = "fewshot_bank"  # session key: (data, backbone, image size) of the features computed
 JOB = "fewshot_job"  # session key: the id of this session's curve job

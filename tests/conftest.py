@@ -18,7 +18,7 @@ def train_page_showing(run, monkeypatch, timeout: float = 60):
     from streamlit.testing.v1 import AppTest
 
     from ui_common import get_registry
-    from workbench.config import RUNS_DIR_ENV
+    from workbench.engine.config import RUNS_DIR_ENV
 
     monkeypatch.setenv(RUNS_DIR_ENV, str(run.dir.parent))
     get_registry.clear()

@@ -8,7 +8,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage import data as skdata
 
-from workbench.backbones import (
+from workbench.models.backbones import (
     BackboneError,
     _top_level_groups,
     create_backbone,

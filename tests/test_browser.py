@@ -28,9 +28,9 @@ import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from workbench import runs
-from workbench.config import RunConfig
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
 from workbench.strategies import STRATEGIES
-from workbench.train import Run
 
 from .conftest import REPO, SHAPES
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench import charts
-from workbench.runs import RunRecord
+from workbench.analysis import charts
+from workbench.runs.records import RunRecord
 
 NAMES = ["cat", "dog", "fox"]
 MATRIX = [[8, 2, 0], [1, 9, 0], [0, 0, 0]]  # the fox row has no images

@@ -16,11 +16,11 @@ from torchvision.transforms import v2
 
 from workbench import runs
 from workbench.cli import main
-from workbench.codegen import AUGMENTATION_CODE, CodegenError, generate, script_for_run
-from workbench.config import RunConfig
 from workbench.data import AUGMENTATIONS
+from workbench.deploy.codegen import AUGMENTATION_CODE, CodegenError, generate, script_for_run
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
 from workbench.strategies import STRATEGIES
-from workbench.train import Run
 
 from .conftest import SHAPES
 

@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import SHAPES
-from workbench import charts, runs
-from workbench.compress import (
+from workbench import runs
+from workbench.analysis import charts
+from workbench.deploy.compress import (
     COMPRESSED_DIR,
     REPORT_FILE,
     CompressConfig,
@@ -20,9 +21,10 @@ from workbench.compress import (
     structured_layers,
     variant_zip,
 )
-from workbench.config import RunConfig
-from workbench.predict import Predictor, validation_images
-from workbench.train import Run
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
+from workbench.models.trained import Predictor
+from workbench.runs.records import validation_images
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,12 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from ui_common import CHOICES, DATASET
-from workbench import charts, dann, runs
-from workbench.config import RunConfig
+from workbench import runs
+from workbench.analysis import charts
 from workbench.data import DataError
-from workbench.train import Run
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
+from workbench.strategies import dann
 
 from .conftest import REPO, SHAPES, SHAPES_SHIFTED, train_page_showing
 

@@ -15,15 +15,7 @@ import torch
 from PIL import Image
 
 from workbench import data
-from workbench.data import (
-    AUGMENTATIONS,
-    CachedImages,
-    DataError,
-    ImageCache,
-    eval_transform,
-    load_rgb,
-    open_dataset,
-)
+from workbench.data import AUGMENTATIONS, CachedImages, DataError, ImageCache, eval_transform, load_rgb, open_dataset
 
 COLOURS = {"cats": (200, 30, 30), "dogs": (30, 200, 30), "owls": (30, 30, 200)}
 

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
 from ui_common import CHOICES, DATASET, get_registry
-from workbench import cli, distill, runs
-from workbench.config import RUNS_DIR_ENV, RunConfig
+from workbench import cli, runs
 from workbench.data import open_dataset
-from workbench.predict import Predictor
-from workbench.train import Run
+from workbench.engine import Run
+from workbench.engine.config import RUNS_DIR_ENV, RunConfig
+from workbench.models.trained import Predictor
+from workbench.strategies import distill
 
 from .conftest import REPO, SHAPES, train_page_showing
 

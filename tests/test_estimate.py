@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from workbench import estimate
+from workbench.analysis import estimate
 
 ARGS = dict(backbone="test_resnet", image_size=32, batch_size=4, device="cpu")
 

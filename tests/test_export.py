@@ -17,9 +17,8 @@ import pytest
 import torch
 
 from workbench import runs
-from workbench.config import RunConfig
 from workbench.data import DataError
-from workbench.export import (
+from workbench.deploy.export import (
     EXPORT_FILE,
     ExportError,
     cached_export,
@@ -29,8 +28,9 @@ from workbench.export import (
     import_zip,
     read_report,
 )
-from workbench.predict import Predictor
-from workbench.train import Run
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
+from workbench.models.trained import Predictor
 
 from .conftest import SHAPES
 from .test_predict import TINY, exported, tiny_run

@@ -22,10 +22,12 @@ from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 
 from ui_common import RUN_ID, get_registry
-from workbench import charts, runs, train
-from workbench.config import RunConfig
-from workbench.registry import RunRegistry
-from workbench.train import Run
+from workbench import runs
+from workbench.analysis import charts
+from workbench.engine import Run
+from workbench.engine import run as train
+from workbench.engine.config import RunConfig
+from workbench.runs.registry import RunRegistry
 
 from .conftest import REPO, SHAPES
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from tests.conftest import SHAPES
-from workbench import charts, runs
-from workbench.data import open_dataset
-from workbench.fewshot import (
+from workbench import runs
+from workbench.analysis import charts
+from workbench.analysis.fewshot import (
     ALL,
     CURVE_FILE,
     CurveConfig,
@@ -20,8 +20,10 @@ from workbench.fewshot import (
     prototype_run,
     sample_shots,
 )
-from workbench.jobs import Reporter
-from workbench.predict import Predictor, validation_images
+from workbench.data import open_dataset
+from workbench.models.trained import Predictor
+from workbench.runs.jobs import Reporter
+from workbench.runs.records import validation_images
 
 SMALL = 96  # px: enough for the pretrained features to tell the shapes apart, quick on a CPU
 

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save, save_file
 
-from workbench import export
-from workbench.backbones import BackboneError, create_backbone
 from workbench.data import DataError, ImageCache, decode_resized, open_dataset
-from workbench.export import ExportError, import_zip
-from workbench.uploads import UploadError, save_uploads
+from workbench.data.uploads import UploadError, save_uploads
+from workbench.deploy import export
+from workbench.deploy.export import ExportError, import_zip
+from workbench.models.backbones import BackboneError, create_backbone
 
 
 def image_bytes(colour=(200, 30, 30), size=(16, 16), fmt="PNG", **save_args) -> bytes:

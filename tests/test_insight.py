@@ -18,12 +18,14 @@ import timm
 import torch
 from PIL import Image
 
-from workbench import insight, runs
-from workbench.backbones import create_backbone, data_config
+from workbench import runs
+from workbench.analysis import insight
 from workbench.cli import main
-from workbench.config import RunConfig
-from workbench.predict import Predictor, validation_images
-from workbench.train import Run
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
+from workbench.models.backbones import create_backbone, data_config
+from workbench.models.trained import Predictor
+from workbench.runs.records import validation_images
 
 from .conftest import SHAPES
 

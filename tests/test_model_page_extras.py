@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import workbench.train
+import workbench.engine
 from ui_common import CHOICES, DATASET
 
 from .conftest import SHAPES
@@ -67,8 +67,8 @@ def test_without_a_dataset_the_preview_uses_a_sample_image_and_the_lr_finder_wai
 
 
 def test_lr_finder_plots_its_sweep_and_its_suggestion_can_be_used(monkeypatch):
-    real = workbench.train.find_lr
-    monkeypatch.setattr(workbench.train, "find_lr", lambda config, steps, on_step: real(config, steps=6,
+    real = workbench.engine.find_lr
+    monkeypatch.setattr(workbench.engine, "find_lr", lambda config, steps, on_step: real(config, steps=6,
                                                                                             on_step=on_step))
     at = model_page(**{DATASET: str(SHAPES), CHOICES: {**TINY, "strategy": "full"}})
     charts = len(at.get("plotly_chart"))

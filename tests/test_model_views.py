@@ -6,10 +6,7 @@ from __future__ import annotations
 import pytest
 import timm
 
-from workbench.backbones import layer_groups
-from workbench.config import SCHEDULES
-from workbench.data import open_dataset
-from workbench.model_views import (
+from workbench.analysis.model_views import (
     FROZEN_COLOUR,
     SCHEDULES_EXPLAINED,
     THUMBNAIL_SIZE,
@@ -30,6 +27,9 @@ from workbench.model_views import (
     short_count,
     thumbnails,
 )
+from workbench.data import open_dataset
+from workbench.engine.config import SCHEDULES
+from workbench.models.backbones import layer_groups
 from workbench.strategies import apply_freezing, trainable_parameter_count
 
 from .conftest import SHAPES

@@ -8,10 +8,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui_common import DATASET, get_registry
-from workbench.compress import CompressConfig, compress_run
-from workbench.config import RunConfig
-from workbench.fewshot import CURVE_FILE, CURVES_DIR
-from workbench.train import Run
+from workbench.analysis.fewshot import CURVE_FILE, CURVES_DIR
+from workbench.deploy.compress import CompressConfig, compress_run
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
 
 from .conftest import REPO, SHAPES
 

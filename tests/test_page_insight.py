@@ -11,7 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui_common import RUN_ID, get_registry
-from workbench import insight, runs
+from workbench import runs
+from workbench.analysis import insight
 
 from .conftest import REPO
 from .test_insight import trained

@@ -12,8 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui_common import RUN_ID, get_registry
-from workbench.codegen import script_for_run
-from workbench.export import EXPORT_FILE
+from workbench.deploy.codegen import script_for_run
+from workbench.deploy.export import EXPORT_FILE
 
 from .conftest import REPO, SHAPES
 from .test_predict import exported, tiny_run

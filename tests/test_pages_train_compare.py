@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui_common import CHOICES, DATASET, RUN_ID, get_registry
-from workbench.config import RUNS_DIR_ENV, RunConfig
+from workbench.engine.config import RUNS_DIR_ENV, RunConfig
 
 from .conftest import REPO, SHAPES
 

@@ -14,10 +14,12 @@ from PIL import Image
 
 from workbench import runs
 from workbench.cli import main
-from workbench.config import RunConfig
+from workbench.core.metrics import confusion_matrix
 from workbench.data import DataError
-from workbench.predict import Predictor, describe, validation_images
-from workbench.train import Run, confusion_matrix
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
+from workbench.models.trained import Predictor, describe
+from workbench.runs.records import validation_images
 
 from .conftest import SHAPES
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from workbench.config import RunConfig
-from workbench.registry import RunRegistry
+from workbench.engine.config import RunConfig
+from workbench.runs.registry import RunRegistry
 from workbench.strategies import get_strategy
 
 from .conftest import SHAPES

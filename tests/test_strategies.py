@@ -6,10 +6,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from workbench import runs
-from workbench.backbones import head_parameter_names, layer_groups
-from workbench.config import RunConfig
+from workbench.engine import Run, lr_at
+from workbench.engine.config import RunConfig
+from workbench.engine.loop import Trainer, build_optimizer
+from workbench.models.backbones import head_parameter_names, layer_groups
 from workbench.strategies import STRATEGIES, get_strategy
-from workbench.train import Run, _Trainer, build_optimizer, lr_at
 
 from .conftest import SHAPES
 
@@ -27,7 +28,7 @@ def start(tmp_path_factory):
 
 
 def _train(start, runs_dir, **kwargs) -> tuple[Run, dict]:
-    run = Run(RunConfig(**{**FAST, "weights": str(start[0]), **kwargs})).run()
+    run = Run(RunConfig.from_dict({**FAST, "weights": str(start[0]), **kwargs})).run()
     assert run.status == "finished", run.error
     return run, load_file(str(run.dir / runs.MODEL_FILE))
 
@@ -67,8 +68,8 @@ def test_gradual_unfreezing_reaches_lower_groups_phase_by_phase(start, runs_dir)
 
 def test_discriminative_learning_rates_decay_from_head_to_stem():
     model = timm.create_model("test_efficientnet", num_classes=5)
-    config = RunConfig(**{**FAST, "strategy": "discriminative", "layer_decay": 0.5, "lr": 1e-3}).resolved(64)
-    optimizer = build_optimizer(model, config, get_strategy("discriminative"))
+    config = RunConfig.from_dict({**FAST, "strategy": "discriminative", "layer_decay": 0.5, "lr": 1e-3}).resolved(64)
+    optimizer = build_optimizer(model, layer_groups(model), config, get_strategy("discriminative"))
     scales = sorted({g["lr_scale"] for g in optimizer.param_groups})
     assert scales[-1] == 1.0
     assert all(a / b == pytest.approx(0.5) for a, b in zip(scales[:-1], scales[1:], strict=True))
@@ -116,12 +117,12 @@ def test_schedules_have_their_shape(schedule):
 def test_early_stopping_keeps_the_best_epoch(start, runs_dir, monkeypatch):
     # Script the validation losses so the test does not depend on how a tiny model happens to train.
     losses = iter([1.0, 0.5, 0.9, 0.8, 0.7, 0.6])
-    evaluate = _Trainer._evaluate
+    evaluate = Trainer._evaluate
 
     def scripted(self):
         return {**evaluate(self), "val_loss": next(losses)}
 
-    monkeypatch.setattr(_Trainer, "_evaluate", scripted)
+    monkeypatch.setattr(Trainer, "_evaluate", scripted)
     run, trained = _train(start, runs_dir, strategy="full", epochs=6, patience=1)
     assert [m["val_loss"] for m in run.metrics] == [1.0, 0.5, 0.9]  # stopped one epoch after the best
     assert run.summary["best_epoch"] == 2 and run.summary["val_loss"] == 0.5
@@ -129,7 +130,7 @@ def test_early_stopping_keeps_the_best_epoch(start, runs_dir, monkeypatch):
 
 
 def test_lr_finder_sweeps_upward_suggests_a_rate_inside_and_writes_nothing(runs_dir):
-    from workbench.train import find_lr
+    from workbench.engine import find_lr
 
     result = find_lr(RunConfig(**{**FAST, "backbone": "test_resnet", "strategy": "full"}), steps=12)
     assert result.lrs == sorted(result.lrs) and result.lrs[0] == pytest.approx(1e-6)
@@ -138,7 +139,7 @@ def test_lr_finder_sweeps_upward_suggests_a_rate_inside_and_writes_nothing(runs_
 
 
 def test_lr_suggestion_is_where_the_loss_falls_fastest():
-    from workbench.train import suggest_lr
+    from workbench.engine import suggest_lr
 
     lrs = [10 ** (-6 + i * 0.5) for i in range(12)]
     losses = [2.0, 2.0, 1.98, 1.9, 1.5, 0.9, 0.6, 0.5, 0.55, 0.9, 2.0, 5.0]

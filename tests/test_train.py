@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from workbench import runs
-from workbench.backbones import layer_groups
-from workbench.config import RunConfig
+from workbench.engine import Run, lr_at
+from workbench.engine.config import RunConfig
+from workbench.models.backbones import layer_groups
 from workbench.strategies import StrategyError
-from workbench.train import Run, lr_at
 
 from .conftest import SHAPES
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workbench import uploads
-from workbench.data import open_dataset
-from workbench.uploads import UploadError, save_uploads, save_zip_upload
+from workbench.data import open_dataset, uploads
+from workbench.data.uploads import UploadError, save_uploads, save_zip_upload
 
 from .conftest import SHAPES
 

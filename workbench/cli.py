@@ -16,26 +16,29 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import insight
-from .backbones import BackboneError, list_backbones
-from .charts import data_efficiency_table, runs_table, tradeoff_table
-from .codegen import script_for_run
-from .compress import CompressConfig, compress_run, config_help, progress_printer
-from .config import RunConfig
-from .data import DataError
-from .distill import teacher_student_comparison
-from .export import export_zip, read_report
-from .fewshot import METHODS, CurveConfig, data_efficiency, parse_shots, prototype_run
-from .jobs import Reporter
-from .predict import Predictor, describe
-from .registry import RunRegistry
-from .runs import load_run
-from .strategies import STRATEGIES
-from .train import Event, Run, find_lr
+from workbench.analysis import insight
+from workbench.analysis.charts import data_efficiency_table, runs_table, tradeoff_table
+from workbench.analysis.fewshot import METHODS, CurveConfig, data_efficiency, parse_shots, prototype_run
+from workbench.data import DataError
+from workbench.deploy.codegen import script_for_run
+from workbench.deploy.compress import CompressConfig, compress_run, config_help, progress_printer
+from workbench.deploy.export import export_zip, read_report
+from workbench.engine import Event, Run, find_lr
+from workbench.engine.config import RunConfig
+from workbench.models.backbones import BackboneError, list_backbones
+from workbench.models.trained import Predictor, describe
+from workbench.runs.jobs import Reporter
+from workbench.runs.records import load_run
+from workbench.runs.registry import RunRegistry
+from workbench.strategies import STRATEGIES, option_fields
+from workbench.strategies.distill import teacher_student_comparison
 
 
 def _field_type(field: dataclasses.Field) -> type:
-    """The concrete type behind `int | None` style annotations (they are strings under `from __future__`)."""
+    """The concrete type behind `int | None` style annotations (they are strings under `from __future__`); a
+    strategy option's is its default's (options always have one)."""
+    if field.name not in {f.name for f in dataclasses.fields(RunConfig)}:
+        return type(field.default)
     hints = typing.get_type_hints(RunConfig)
     hint = hints[field.name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -43,22 +46,31 @@ def _field_type(field: dataclasses.Field) -> type:
     return hint
 
 
+def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, default) -> None:
+    flag = "--" + field.name.replace("_", "-")
+    kind = _field_type(field)
+    if kind is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                            help=field.metadata.get("help", ""))
+        return
+    parser.add_argument(flag, type=kind, default=default, required=field.default is dataclasses.MISSING,
+                        help=field.metadata.get("help", ""))
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per RunConfig field, with the field's own help text."""
+    """One option per RunConfig field, then one per strategy option (each strategy's `Options` dataclass), each
+    with the field's own help text."""
     for field in dataclasses.fields(RunConfig):
-        flag = "--" + field.name.replace("_", "-")
-        required = field.default is dataclasses.MISSING
-        default = None if required else field.default
-        kind = _field_type(field)
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=field.metadata.get("help", ""))
-            continue
-        parser.add_argument(flag, type=kind, default=default, required=required, help=field.metadata.get("help", ""))
+        if field.name != "options":
+            _add_field(parser, field, None if field.default is dataclasses.MISSING else field.default)
+    for field in option_fields().values():
+        _add_field(parser, field, None)  # None: not given, so the chosen strategy's own default applies
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)})
+    common = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if f.name != "options"}
+    options = {name: getattr(args, name) for name in option_fields() if getattr(args, name) is not None}
+    return RunConfig(**common, options=options)
 
 
 class ProgressPrinter:
@@ -270,6 +282,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         print(f"{s.name} — {s.title}")
         print(f"  trains: {s.trains}; defaults: {s.default_epochs} epochs, lr {s.default_lr:g}")
         print(textwrap.fill(s.explanation, width=110, initial_indent="  ", subsequent_indent="  "))
+        for option in dataclasses.fields(s.Options):
+            print(f"  --{option.name.replace('_', '-')} (default {option.default!r}): {option.metadata.get('help', '')}")
         print()
     return 0
 

@@ -26,7 +26,6 @@ import dataclasses
 import io
 import json
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
@@ -44,12 +43,14 @@ from safetensors.torch import load_file
 from torch.nn.utils import prune
 from torch.utils.data import DataLoader
 
-from . import runs
-from .config import _help  # the one-line help metadata RunConfig uses, for the same CLI style
-from .data import AUGMENTATIONS, CachedImages, ImageCache, ImageDataset, Sample, open_dataset
-from .jobs import Reporter
-from .predict import Predictor, resize_size
-from .train import StopRequested, confusion_matrix
+from workbench import runs
+from workbench.core.errors import StopRequested
+from workbench.core.fields import help_field as _help
+from workbench.core.latency import latency
+from workbench.core.metrics import confusion_matrix
+from workbench.data import AUGMENTATIONS, CachedImages, ImageCache, ImageDataset, Sample, open_dataset
+from workbench.models.trained import Predictor, resize_size
+from workbench.runs.jobs import Reporter
 
 COMPRESSED_DIR = "compressed"
 REPORT_FILE = "report.json"
@@ -361,29 +362,6 @@ def variant_zip(variant_dir: str | Path) -> bytes:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Measuring
-
-
-@torch.inference_mode()
-def latency(model: torch.nn.Module, image: torch.Tensor, repeats: int = 20, threads: int = 1,
-            warmup: int = 3) -> dict[str, float]:
-    """Milliseconds per forward pass of one image on the CPU, after `warmup` untimed passes (the first calls allocate
-    memory and pick kernels), with torch limited to `threads` threads meanwhile. `latency_ms` is the median wall
-    clock; `cpu_ms` the median CPU time of this thread, which with one thread is the latency an idle core would
-    show and barely moves when other programs load the machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for _ in range(warmup):
-            model(image)
-        wall, cpu = [], []
-        for _ in range(repeats):
-            start, start_cpu = time.perf_counter(), time.thread_time()
-            model(image)
-            wall.append((time.perf_counter() - start) * 1000)
-            cpu.append((time.thread_time() - start_cpu) * 1000)
-    finally:
-        torch.set_num_threads(previous)
-    return {"latency_ms": round(statistics.median(wall), 3), "cpu_ms": round(statistics.median(cpu), 3)}
 
 
 class Evaluation:

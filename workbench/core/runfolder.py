@@ -1,6 +1,7 @@
-"""Run records on disk: `runs/<run_id>/` holds config.json, health.json, metrics.jsonl (one line per epoch, flushed
-as it is written), batches.jsonl, summary.json and model.safetensors + model.json. Listing and loading past runs is
-done here.
+"""The run folder's format: its file names, crash-safe writes, and whether a process is training it right now.
+
+`runs/<run_id>/` holds config.json, health.json, metrics.jsonl (one line per epoch, flushed as it is written),
+batches.jsonl, summary.json and model.safetensors + model.json.
 
 Crash safety: every file except the two .jsonl logs is written to a temporary file, flushed to disk and renamed over
 the old one, so a reader, or the app after a crash or power cut, sees the old file or the new one, never half of one.
@@ -20,14 +21,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-import timm
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 CONFIG_FILE = "config.json"
 HEALTH_FILE = "health.json"
@@ -76,7 +72,7 @@ def _flush_to_disk(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def write_json(path: Path, value: dict) -> None:
+def write_json(path: Path, value: dict | list) -> None:
     """Write `value` as JSON, atomically (see `replacing`)."""
     with replacing(path) as tmp:
         tmp.write_text(json.dumps(value, indent=2, default=str))
@@ -102,27 +98,6 @@ def read_jsonl(path: Path) -> list[dict]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
-
-
-def save_run_model(run_dir: Path, model: torch.nn.Module, info: dict, epoch: int | None = None) -> None:
-    """Weights as safetensors (atomically, tagged with the epoch they come from) plus what is needed to rebuild the
-    model (backbone name, classes, preprocessing). The model itself is left as it is: this also runs mid-training."""
-    # A CPU copy: the model may be on a GPU or in channels_last; copies also keep tied weights saveable as is.
-    state = {name: tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
-             for name, tensor in model.state_dict().items()}
-    with replacing(run_dir / MODEL_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"epoch": str(epoch)} if epoch is not None else None)
-    write_json(run_dir / MODEL_INFO_FILE, info)
-
-
-def saved_epoch(run_dir: Path) -> int | None:
-    """The epoch the run's saved weights come from; None if there are none or they do not say."""
-    try:
-        with safe_open(str(Path(run_dir) / MODEL_FILE), framework="pt") as f:
-            epoch = (f.metadata() or {}).get("epoch", "")
-    except (OSError, SafetensorError):
-        return None
-    return int(epoch) if epoch.isdigit() else None
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -160,89 +135,3 @@ def _process_start(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return None
-
-
-# -------------------------------------------------------------------------------------------------------------------
-# Reading
-
-
-@dataclass
-class RunRecord:
-    """A run as found on disk: finished, stopped, failed, still training (in this or another process) or
-    interrupted (no summary, and the process that trained it is gone)."""
-
-    id: str
-    dir: Path
-    config: dict
-    metrics: list[dict] = field(default_factory=list)
-    summary: dict | None = None
-    live: bool = False
-    """No summary yet and the process training it is alive."""
-
-    @property
-    def status(self) -> str:
-        if self.summary:
-            return self.summary["status"]
-        return "running" if self.live else "interrupted"
-
-    @property
-    def has_model(self) -> bool:
-        return (self.dir / MODEL_FILE).exists() and (self.dir / MODEL_INFO_FILE).exists()
-
-    def batches(self) -> list[dict]:
-        return read_jsonl(self.dir / BATCHES_FILE)
-
-    def health(self) -> dict | None:
-        path = self.dir / HEALTH_FILE
-        return json.loads(path.read_text()) if path.exists() else None
-
-
-def load_run(run_dir: str | Path) -> RunRecord:
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise FileNotFoundError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}).")
-    summary_path = run_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return RunRecord(
-        id=run_dir.name,
-        dir=run_dir,
-        config=json.loads(config_path.read_text()),
-        metrics=read_jsonl(run_dir / METRICS_FILE),
-        summary=summary,
-        live=summary is None and is_live(run_dir),
-    )
-
-
-def list_runs(runs_dir: str | Path) -> list[RunRecord]:
-    """Every run under `runs_dir`, newest first."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
-    records = []
-    for path in runs_dir.iterdir():
-        if (path / CONFIG_FILE).exists():
-            try:
-                records.append(load_run(path))
-            except (OSError, json.JSONDecodeError):
-                continue  # being created right now
-    return sorted(records, key=lambda r: r.id, reverse=True)
-
-
-@dataclass
-class LoadedModel:
-    model: torch.nn.Module
-    class_names: list[str]
-    info: dict  # backbone, image_size, mean, std, crop_pct, interpolation
-
-
-def load_model(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild a run's trained model (in eval mode) from its safetensors weights."""
-    run_dir = Path(run_dir)
-    info_path = run_dir / MODEL_INFO_FILE
-    if not info_path.exists():
-        raise FileNotFoundError(f"Run '{run_dir.name}' has no saved model (it may have failed before the end).")
-    info = json.loads(info_path.read_text())
-    model = timm.create_model(info["backbone"], pretrained=False, num_classes=len(info["class_names"]))
-    model.load_state_dict(load_file(str(run_dir / MODEL_FILE)))
-    return LoadedModel(model.to(device).eval(), info["class_names"], info)

@@ -342,3 +342,14 @@ def head_parameter_names(model: torch.nn.Module) -> set[str]:
     head = model.get_classifier()
     ids = {id(p) for p in head.parameters()}
     return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def meta_model(backbone: str, num_classes: int) -> torch.nn.Module:
+    """The model's structure only: parameter names and shapes, no memory for weights, no weights file read."""
+    with torch.device("meta"):
+        return timm.create_model(backbone, pretrained=False, num_classes=num_classes)
+
+
+def model_groups(backbone: str, num_classes: int) -> list[LayerGroup]:
+    """The layer groups of `backbone` with a `num_classes` head (built on the meta device, so instantly)."""
+    return layer_groups(meta_model(backbone, num_classes))

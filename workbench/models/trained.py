@@ -1,24 +1,70 @@
-"""Predictions from a trained run: `Predictor.from_run(run_dir).predict([image, ...])`.
+"""A trained model on disk and predictions from it: `Predictor.from_run(run_dir).predict([image, ...])`.
 
-Every image goes through exactly what training's own evaluation did: decoded and resized like the training cache
-(`data.decode_resized`), the evaluation centre crop (`data.eval_transform`), then the run's normalisation
-(`train.Normalizer`). So the predictions on the run's validation images reproduce its recorded accuracy exactly.
+A run's model is `model.safetensors` (weights only: nothing is unpickled) plus `model.json` (backbone, classes and
+preprocessing). Every image goes through exactly what training's own evaluation did: decoded and resized like the
+training cache (`data.decode_resized`), the evaluation centre crop (`data.eval_transform`), then the run's
+normalisation (`core.normalize.Normalizer`). So the predictions on the run's validation images reproduce its recorded
+accuracy exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
+import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import timm
 import torch
 from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
-from . import runs
-from .data import Sample, decode_resized, eval_transform, open_dataset
-from .train import Normalizer
+from workbench.core.normalize import Normalizer
+from workbench.core.runfolder import MODEL_FILE, MODEL_INFO_FILE, replacing, write_json
+from workbench.data import decode_resized, eval_transform
+
+
+def save_run_model(run_dir: Path, model: torch.nn.Module, info: dict, epoch: int | None = None) -> None:
+    """Weights as safetensors (atomically, tagged with the epoch they come from) plus what is needed to rebuild the
+    model (backbone name, classes, preprocessing). The model itself is left as it is: this also runs mid-training."""
+    # A CPU copy: the model may be on a GPU or in channels_last; copies also keep tied weights saveable as is.
+    state = {name: tensor.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+             for name, tensor in model.state_dict().items()}
+    with replacing(run_dir / MODEL_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"epoch": str(epoch)} if epoch is not None else None)
+    write_json(run_dir / MODEL_INFO_FILE, info)
+
+
+def saved_epoch(run_dir: Path) -> int | None:
+    """The epoch the run's saved weights come from; None if there are none or they do not say."""
+    try:
+        with safe_open(str(Path(run_dir) / MODEL_FILE), framework="pt") as f:
+            epoch = (f.metadata() or {}).get("epoch", "")
+    except (OSError, SafetensorError):
+        return None
+    return int(epoch) if epoch.isdigit() else None
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    class_names: list[str]
+    info: dict  # backbone, image_size, mean, std, crop_pct, interpolation
+
+
+def load_model(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
+    """Rebuild a run's trained model (in eval mode) from its safetensors weights."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / MODEL_INFO_FILE
+    if not info_path.exists():
+        raise FileNotFoundError(f"Run '{run_dir.name}' has no saved model (it may have failed before the end).")
+    info = json.loads(info_path.read_text())
+    model = timm.create_model(info["backbone"], pretrained=False, num_classes=len(info["class_names"]))
+    model.load_state_dict(load_file(str(run_dir / MODEL_FILE)))
+    return LoadedModel(model.to(device).eval(), info["class_names"], info)
+
 
 ImageInput = str | Path | IO[bytes] | Image.Image
 """A file path, an open binary file (an upload) or a PIL image."""
@@ -46,7 +92,7 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
-        loaded = runs.load_model(run_dir)
+        loaded = load_model(run_dir)
         return cls(loaded.model, loaded.class_names, loaded.info, device)
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:
@@ -72,22 +118,6 @@ class Predictor:
         top = probabilities.topk(min(top_k, len(self.class_names)), dim=1)
         return [[(self.class_names[i], float(p)) for p, i in zip(row_p, row_i, strict=True)]
                 for row_p, row_i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
-
-
-@contextlib.contextmanager
-def validation_images(run_dir: str | Path) -> Iterator[list[Sample]]:
-    """The run's validation images, split again exactly as the run split them (same data, fraction and seed).
-
-    Raises DataError if the run's images cannot be read any more, ValueError for a run with no recorded dataset
-    (an imported model). A zipped dataset is extracted into a temporary folder that lives as long as the context.
-    """
-    config = runs.load_run(run_dir).config
-    if not config.get("data"):
-        raise ValueError(f"Run '{Path(run_dir).name}' has no recorded dataset (an imported model).")
-    with tempfile.TemporaryDirectory(prefix="workbench-val-") as scratch:
-        dataset = open_dataset(config["data"], config.get("val_fraction", 0.2), config.get("seed", 0),
-                               extract_to=Path(scratch) / "data")
-        yield dataset.val
 
 
 def describe(top: list[tuple[str, float]]) -> str:

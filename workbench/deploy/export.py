@@ -27,10 +27,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from . import runs
-from .backbones import BackboneError, check_backbone_name
-from .data import RESIZE_METHOD, DataError, check_zip
-from .predict import Predictor, resize_size, validation_images
+from workbench import runs
+from workbench.data import RESIZE_METHOD, DataError, check_zip
+from workbench.models.backbones import BackboneError, check_backbone_name
+from workbench.models.trained import Predictor, resize_size
+from workbench.runs.records import validation_images
 
 if TYPE_CHECKING:
     import onnxruntime

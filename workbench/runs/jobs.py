@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .train import StopRequested
+from workbench.core.errors import StopRequested
 
 
 class Reporter:

@@ -15,11 +15,11 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import runs
-from .backbones import backbone_info, check_backbone_name
-from .config import RUNS_DIR_ENV, RunConfig
-from .model_views import model_groups
-from .train import TERMINAL, Run
+from workbench import runs
+from workbench.models.backbones import backbone_info, check_backbone_name
+from workbench.engine.config import RUNS_DIR_ENV, RunConfig
+from workbench.models.backbones import model_groups
+from workbench.engine import TERMINAL, Run
 
 LIVE = ("queued", "preparing", "running")
 ELSEWHERE = "training in another process"  # the phase of a run that is live on disk but not in this registry
@@ -181,17 +181,19 @@ class RunRegistry:
         return {run.id: run.status for run in self.runs()}
 
 
-def latest_confusion_matrix(summary: dict | None, metrics: list[dict]) -> list[list[int]] | None:
+def latest_confusion_matrix(summary: runs.RunSummary | None, metrics: list[dict]) -> list[list[int]] | None:
     """The final matrix when there is one, else the latest epoch's."""
-    if summary and summary.get("confusion_matrix"):
-        return summary["confusion_matrix"]
+    if summary and summary.confusion_matrix:
+        return summary.confusion_matrix
     return metrics[-1]["confusion_matrix"] if metrics else None
 
 
 def _record_of(run: Run) -> runs.RunRecord:
-    config = {**run.config.to_dict(), **run.info.get("resolved", {}), **run.info, "created": run.created}
-    return runs.RunRecord(id=run.id, dir=run.dir, config=config, metrics=list(run.metrics), summary=run.summary,
-                          live=not run.done)
+    """A run in memory as the record it is writing (or will write) on disk."""
+    facts = {**run.config.to_dict(), **run.info.get("resolved", {}), **run.info, "created": run.created}
+    return runs.RunRecord(id=run.id, dir=run.dir, facts=facts, config=runs.typed_config(facts) or run.config,
+                          metrics=list(run.metrics), summary=runs.RunSummary.from_dict(run.summary) if run.summary
+                          else None, live=not run.done)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -224,11 +226,12 @@ class RunView:
     id: str
     status: str  # queued | preparing | running | finished | stopped | failed | interrupted (see runs.RunRecord)
     phase: str
-    config: dict  # the resolved config once known, plus the facts learned while preparing
+    config: RunConfig | None  # the resolved config once known (None for an imported model)
+    facts: dict  # config.json: the config plus the facts learned while preparing (classes, weights, teacher…)
     metrics: list[dict]
     batches: list[dict]
     progress: dict
-    summary: dict | None
+    summary: runs.RunSummary | None
     health: dict | None
     error: str | None
     hint: str | None
@@ -240,22 +243,22 @@ class RunView:
     @classmethod
     def of_run(cls, run: Run, queue_position: int | None = None) -> RunView:
         record = _record_of(run)
-        return cls(id=run.id, status=run.status, phase=run.phase, config=record.config, metrics=record.metrics,
-                   batches=list(run.batches), progress=dict(run.progress), summary=run.summary, health=run.health,
+        return cls(id=run.id, status=run.status, phase=run.phase, config=record.config, facts=record.facts,
+                   metrics=record.metrics, batches=list(run.batches), progress=dict(run.progress),
+                   summary=record.summary, health=run.health,
                    error=run.error, hint=run.hint, dir=run.dir, queue_position=queue_position,
                    stopping=run.stopping)
 
     @classmethod
     def of_record(cls, record: runs.RunRecord) -> RunView:
         """A run this registry does not hold: ended, interrupted, or training in another process."""
-        summary = record.summary or {}
         batches = record.batches()
         live = record.status in LIVE
         return cls(id=record.id, status=record.status, phase=ELSEWHERE if live else record.status,
-                   config=record.config, metrics=record.metrics, batches=batches,
+                   config=record.config, facts=record.facts, metrics=record.metrics, batches=batches,
                    progress=dict(batches[-1]) if live and batches else {}, summary=record.summary,
-                   health=record.health(), error=summary.get("error"), hint=summary.get("hint"), dir=record.dir,
-                   elsewhere=live)
+                   health=record.health(), error=record.summary.error if record.summary else None,
+                   hint=record.summary.hint if record.summary else None, dir=record.dir, elsewhere=live)
 
     @property
     def live(self) -> bool:
@@ -266,8 +269,14 @@ class RunView:
         return self.status in (*TERMINAL, "interrupted")
 
     @property
+    def record(self) -> runs.RunRecord:
+        """The run as a record (what a strategy's `panels` hook reads)."""
+        return runs.RunRecord(id=self.id, dir=self.dir, facts=self.facts, config=self.config, metrics=self.metrics,
+                              summary=self.summary, live=self.live)
+
+    @property
     def class_names(self) -> list[str]:
-        return self.config.get("class_names") or (self.summary or {}).get("class_names") or []
+        return self.facts.get("class_names") or (self.summary.class_names if self.summary else None) or []
 
     @property
     def kept_epoch(self) -> int | None:
@@ -281,7 +290,7 @@ class RunView:
     @property
     def val_accuracy(self) -> float | None:
         if self.summary:
-            return self.summary.get("val_accuracy")
+            return self.summary.val_accuracy
         return self.metrics[-1]["val_acc"] if self.metrics else None
 
     def explanation(self) -> str:
@@ -304,7 +313,7 @@ class RunView:
         if not p:
             return 0.0, "Starting…"
         if "batch" in p:
-            epochs = self.config.get("epochs") or p["epoch"]
+            epochs = (self.config.epochs if self.config else None) or p["epoch"]
             done = (p["epoch"] - 1) * p["batches"] + p["batch"]
             where = f"Epoch {p['epoch']} of {epochs} · batch {p['batch']} of {p['batches']}"
             fraction = done / (epochs * p["batches"])

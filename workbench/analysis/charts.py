@@ -10,24 +10,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .runs import RunRecord
+from workbench.core.plot_style import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
+from workbench.core.plot_style import epoch_axis as _epoch_axis
+from workbench.runs.records import RunRecord
 
-TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#ff7f0e"
 METRIC_TITLES = {"val_acc": "Validation accuracy", "val_loss": "Validation loss", "train_acc": "Training accuracy",
                  "train_loss": "Training loss"}
-# Legends go under the plot, clear of the x axis title.
-LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10),
-              legend=dict(orientation="h", yanchor="top", y=-0.28))
-
-
-def _epoch_axis(fig: go.Figure, positions: list[float], planned: int | None = None) -> None:
-    """x axis in epochs from 0 (to the planned number, so a live run fills it in from the left); whole-epoch ticks
-    when there are few, rather than '0.2 epoch' ticks."""
-    last = planned or max(positions, default=0)
-    fig.update_xaxes(title_text="epoch", rangemode="tozero", dtick=1 if 0 < last <= 10 else None)
-    if planned:
-        fig.update_xaxes(range=[0, planned * 1.02])
-
 
 def batch_position(batch: dict) -> float:
     """Where a batch sits on an epoch axis: the last batch of epoch 1 is at 1.0."""
@@ -224,68 +212,6 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> pd.DataFrame:
     """Precision, recall and number of validation images per class."""
     table = pd.DataFrame.from_dict(per_class, orient="index")[["precision", "recall", "support"]]
     return table.rename(columns={"support": "validation images"}).rename_axis("class")
-
-
-# -------------------------------------------------------------------------------------------------------------------
-# Distillation and domain adaptation
-
-DOMAIN_COLOURS = {"source": "#1f77b4", "target": "#d62728"}
-DANN_CURVES = (("val_acc", "source accuracy (validation)", "#1f77b4", None),
-               ("target_acc", "target accuracy", "#d62728", None),
-               ("domain_acc", "domain classifier accuracy", "#7f7f7f", "dot"),
-               ("dann_lambda", "λ (weight of the reversed gradient)", "#2ca02c", "dash"))
-
-
-def dann_curves(metrics: list[dict], epochs: int | None = None) -> go.Figure:
-    """Per epoch: source and target accuracy, the domain classifier's accuracy (50% = the domains look alike to
-    it) and λ. Target accuracy only when the target images have labels."""
-    fig = go.Figure()
-    done = [m["epoch"] for m in metrics]
-    for key, name, colour, dash in DANN_CURVES:
-        if any(m.get(key) is not None for m in metrics):
-            fig.add_scatter(x=done, y=[m.get(key) for m in metrics], mode="lines+markers", name=name,
-                            line=dict(color=colour, dash=dash))
-    fig.add_hline(y=0.5, line=dict(color="#bbbbbb", width=1), annotation_text="domains indistinguishable",
-                  annotation_position="bottom right")
-    _epoch_axis(fig, done, epochs)
-    fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
-    return fig.update_layout(**LAYOUT, height=360, title="Domain adaptation, epoch by epoch")
-
-
-def feature_map_figure(maps: dict) -> go.Figure:
-    """Source and target images as points of their pooled features projected to 2-D (PCA), before adaptation (the
-    pretrained backbone) and after it, side by side. Overlapping clouds = features that no longer tell the domains
-    apart."""
-    stages = [stage for stage in ("before", "after") if stage in maps]
-    titles = {"before": "Before adaptation (pretrained backbone)", "after": "After adaptation (trained)"}
-    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=[titles[s] for s in stages])
-    for col, stage in enumerate(stages, start=1):
-        points = pd.DataFrame(maps[stage])
-        for domain, colour in DOMAIN_COLOURS.items():
-            part = points[points["domain"] == domain]
-            fig.add_scatter(x=part["x"], y=part["y"], mode="markers", name=f"{domain} images",
-                            marker=dict(color=colour, size=6, opacity=0.6), text=part["class"],
-                            hovertemplate=f"{domain}: %{{text}}<extra></extra>", showlegend=col == 1,
-                            row=1, col=col)
-    fig.update_xaxes(showticklabels=False, title_text="1st principal component")
-    fig.update_yaxes(showticklabels=False, title_text="2nd principal component")
-    return fig.update_layout(**LAYOUT, height=380)
-
-
-COMPARISON_BARS = (("val accuracy", "Validation accuracy", ".0%"), ("parameters", "Parameters", "~s"),
-                   ("size on disk MB", "Size on disk (MB)", ".2f"), ("CPU latency ms", "CPU latency per image (ms)",
-                                                                      ".1f"))
-
-
-def teacher_student_figure(table: pd.DataFrame) -> go.Figure:
-    """Small bar charts, teacher next to student: accuracy, parameters, size on disk and CPU latency."""
-    fig = make_subplots(rows=1, cols=len(COMPARISON_BARS), subplot_titles=[t for _, t, _ in COMPARISON_BARS])
-    colours = {"teacher": "#9467bd", "student": "#17becf"}
-    for col, (column, _, fmt) in enumerate(COMPARISON_BARS, start=1):
-        fig.add_bar(x=list(table.index), y=table[column], marker_color=[colours.get(i, "#888") for i in table.index],
-                    texttemplate=f"%{{y:{fmt}}}", textposition="outside", showlegend=False, row=1, col=col)
-        fig.update_yaxes(tickformat=fmt if fmt == ".0%" else None, rangemode="tozero", row=1, col=col)
-    return fig.update_layout(**LAYOUT, height=300)
 
 
 # -------------------------------------------------------------------------------------------------------------------

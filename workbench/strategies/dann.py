@@ -25,22 +25,27 @@ import json
 import math
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
+from plotly.subplots import make_subplots
 from torch.utils.data import DataLoader
 
-from . import runs
-from .config import RunConfig
-from .data import AUGMENTATIONS, IMAGE_EXTENSIONS, CachedImages, DataError, Sample, load_rgb, open_dataset
-from .predict import Predictor
-from .train import Objective
+from workbench.core.plot_style import LAYOUT, epoch_axis
+from workbench.core.runfolder import write_json
+from workbench.data import AUGMENTATIONS, IMAGE_EXTENSIONS, DataError, Sample, load_rgb, open_dataset
+from workbench.models.trained import Predictor, load_model
+from workbench.strategies.base import Figure, Objective, Panel, Strategy, TrainingContext, register
+from workbench.strategies.discriminative import LayerDecayOptions, layer_decay_groups
 
 if TYPE_CHECKING:
-    from .train import _Trainer
+    from workbench.engine.config import RunConfig
+    from workbench.runs.records import RunRecord
 
 FEATURE_MAP_FILE = "feature_map.json"
 MAP_POINTS_PER_DOMAIN = 200  # a readable scatter; a seeded sample of larger datasets
@@ -181,10 +186,11 @@ def _map_sample(samples: list[Sample], seed: int) -> list[Sample]:
 class DannObjective(Objective):
     def __init__(self, config: RunConfig, class_names: list[str]):
         self.config = config
+        self.target_data = config.options.target_data
         self.class_names = class_names
         self._scratch = tempfile.TemporaryDirectory(prefix="workbench-target-")
-        self.target = open_target(config.target_data, class_names, Path(self._scratch.name))
-        self.trainer: _Trainer | None = None
+        self.target = open_target(self.target_data, class_names, Path(self._scratch.name))
+        self.ctx: TrainingContext | None = None
         self.classifier: torch.nn.Module | None = None
         self.maps: dict = {}
         self.lam = 0.0
@@ -194,48 +200,47 @@ class DannObjective(Objective):
         self._map_features: tuple[torch.Tensor, torch.Tensor] | None = None  # the last map's (source, target)
 
     def info(self) -> dict:
-        return {"target": {"data": self.config.target_data, "images": len(self.target.samples),
+        return {"target": {"data": self.target_data, "images": len(self.target.samples),
                            "labelled": self.target.labelled, "note": self.target.note}}
 
-    def setup(self, trainer: _Trainer) -> list[dict]:
-        self.trainer = trainer
-        trainer.run._set_phase("decoding target images")
-        trainer.cache.warm([s.path for s in self.target.samples], lambda done, total: trainer.run._report_progress(
-            {"phase": "decoding target images", "done": done, "total": total}))
-        self._add_map(trainer, "before")
-        self.classifier = domain_classifier(self._map_features[0].shape[1]).to(trainer.device)
-        self._batches = self._target_batches(trainer)
+    def setup(self, ctx: TrainingContext) -> list[dict]:
+        self.ctx = ctx
+        ctx.set_phase("decoding target images")
+        ctx.decode(self.target.samples, "decoding target images")
+        self._add_map(ctx, "before")
+        self.classifier = domain_classifier(self._map_features[0].shape[1]).to(ctx.device)
+        self._batches = self._target_batches(ctx)
         return [{"params": list(self.classifier.parameters()), "lr_scale": DOMAIN_LR_SCALE}]
 
-    def _target_batches(self, trainer: _Trainer):
+    def _target_batches(self, ctx: TrainingContext):
         """Target batches for ever, reshuffled each pass, with the source's training augmentation."""
         transform = AUGMENTATIONS[self.config.augment].train_transform(self.config.image_size)
-        dataset = CachedImages(self.target.samples, trainer.cache, transform)
+        dataset = ctx.images(self.target.samples, transform)
         loader = DataLoader(dataset, batch_size=self.config.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(self.config.seed + 1),
                             drop_last=len(dataset) > self.config.batch_size)
         while True:
             yield from loader
 
-    def _add_map(self, trainer: _Trainer, stage: str) -> None:
-        source = _map_sample(trainer.p.dataset.train + trainer.p.dataset.val, self.config.seed)
+    def _add_map(self, ctx: TrainingContext, stage: str) -> None:
+        source = _map_sample(ctx.train_samples + ctx.val_samples, self.config.seed)
         target = _map_sample(self.target.samples, self.config.seed)
-        source_x, source_y = trainer._features(source, f"source ({stage} adaptation)")
-        target_x, target_y = trainer._features(target, f"target ({stage} adaptation)")
+        source_x, source_y = ctx.features(source, f"source ({stage} adaptation)")
+        target_x, target_y = ctx.features(target, f"target ({stage} adaptation)")
         self._map_features = (source_x, target_x)
         self.maps[stage] = map_points(source_x.cpu(), source_y, target_x.cpu(), target_y, self.class_names)
-        runs.write_json(trainer.run.dir / FEATURE_MAP_FILE, self.maps)
+        write_json(ctx.run_dir / FEATURE_MAP_FILE, self.maps)
 
     def forward(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         images, _ = next(self._batches)
-        both = torch.cat([inputs, self.trainer.normalize(images)])
+        both = torch.cat([inputs, self.ctx.normalize(images)])
         features = model.forward_head(model.forward_features(both), pre_logits=True)
         self._features = features
         return model.get_classifier()(features[:len(inputs)])
 
     def loss(self, label_loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
              extra: list[torch.Tensor]) -> torch.Tensor:
-        self.lam = dann_lambda(self.trainer.step / max(1, self.trainer.total_steps))
+        self.lam = dann_lambda(self.ctx.step / max(1, self.ctx.total_steps))
         features, n_source = self._features, len(logits)
         domain_logits = self.classifier(reverse_gradient(features, self.lam)).squeeze(1).float()
         domains = torch.zeros_like(domain_logits)
@@ -245,20 +250,20 @@ class DannObjective(Objective):
         self._features = None
         return label_loss + F.binary_cross_entropy_with_logits(domain_logits, domains)
 
-    def epoch_metrics(self, trainer: _Trainer) -> dict:
+    def epoch_metrics(self, ctx: TrainingContext) -> dict:
         metrics = {"domain_acc": round(self.domain_correct / max(1, self.domain_seen), 5),
                    "dann_lambda": round(self.lam, 5)}
         self.domain_correct, self.domain_seen = 0, 0
         if self.target.labelled:
-            logits, labels = trainer.logits_of(self.target.samples)
+            logits, labels = ctx.logits_of(self.target.samples)
             metrics["target_acc"] = round((logits.argmax(1) == labels).float().mean().item(), 5)
         return metrics
 
-    def finish(self, trainer: _Trainer) -> None:
-        self._add_map(trainer, "after")
+    def finish(self, ctx: TrainingContext) -> None:
+        self._add_map(ctx, "after")
 
-    def summary(self, final: dict) -> dict:
-        last = (self.trainer.run.metrics[-1] if self.trainer and self.trainer.run.metrics else {})
+    def summary(self, final: dict, ctx: TrainingContext) -> dict:
+        last = ctx.metrics[-1] if ctx.metrics else {}
         return {**self.info(), "target_accuracy": final.get("target_acc", last.get("target_acc")),
                 "domain_accuracy": final.get("domain_acc", last.get("domain_acc"))}
 
@@ -268,7 +273,7 @@ class DannObjective(Objective):
 
 def target_accuracy(run_dir: str | Path, target_data: str) -> float:
     """Accuracy of any run's saved model on labelled target images (e.g. a source-only run, for comparison)."""
-    loaded = runs.load_model(run_dir)
+    loaded = load_model(run_dir)
     with tempfile.TemporaryDirectory(prefix="workbench-target-") as scratch:
         target = open_target(target_data, loaded.class_names, Path(scratch))
         if not target.labelled:
@@ -278,3 +283,121 @@ def target_accuracy(run_dir: str | Path, target_data: str) -> float:
         logits = predictor.logits([s.path for s in target.samples])
     labels = torch.tensor([s.label for s in target.samples])
     return round((logits.argmax(1) == labels).float().mean().item(), 5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The strategy
+
+
+@dataclass(frozen=True)
+class DannOptions(LayerDecayOptions):
+    target_data: str = field(default="", metadata={
+        "help": "DANN: target-domain images (folder or .zip); class subfolders, if any, are used only to measure "
+                "target accuracy.", "kind": "images"})
+
+
+@register
+class Dann(Strategy):
+    name = "dann"
+    title = "Domain adaptation (DANN)"
+    explanation = (
+        "Your labelled images (the source) and the images the model will really meet (the target, e.g. photos "
+        "from another camera, or drawings instead of photos) often look different, and a model trained on one "
+        "loses accuracy on the other. DANN trains the network on the labelled source images while a small second "
+        "network, the domain classifier, tries to tell from the features whether an image came from the source "
+        "or the target. A gradient-reversal layer turns its success into a penalty for the backbone, so the "
+        "backbone learns features that work for the classes but look the same in both domains (Ganin et al., "
+        "2016). The target images need no labels; if they have class folders, those are used only to measure "
+        "target accuracy. Every layer trains, the pretrained ones more slowly than the new heads (discriminative "
+        "learning rates, as the paper's fine-tuned networks did): when the whole backbone moved as fast as the "
+        "domain classifier, the adversarial game swung wildly and the result depended on the seed."
+    )
+    trains = "every layer (layer-wise learning rates), plus a domain classifier behind a gradient-reversal layer"
+    default_epochs = 5
+    default_lr = 1e-3
+    Options = DannOptions
+    race = False  # needs target images
+
+    def param_groups(self, model, groups, config):
+        return layer_decay_groups(model, config.weight_decay, config.options.layer_decay)
+
+    def objective(self, config: RunConfig, class_names: list[str]) -> Objective:
+        return DannObjective(config, class_names)
+
+    def option_notes(self, config: RunConfig, class_names: list[str]) -> list[str]:
+        return [target_note(config.options.target_data, tuple(class_names))]
+
+    def plan(self, config: RunConfig) -> list[str]:
+        target = config.options.target_data
+        return [f"**Target images:** {Path(target).name if target else 'none chosen'}"]
+
+    def panels(self, record: RunRecord) -> list[Panel]:
+        target = record.facts.get("target") or {}
+        panel = Panel("Domain adaptation", [f"Target images: `{target.get('data')}`: "
+                                            f"{target.get('note', '').rstrip('.')}."])
+        if record.metrics:
+            panel.blocks += [
+                Figure(dann_curves(record.metrics, record.config.epochs), "dann_curves"),
+                "The domain classifier tries to tell source from target features; the backbone is trained to fool "
+                "it (λ weighs how hard). Near 50% it can no longer tell them apart."]
+        maps = feature_map(record.dir)
+        if maps:
+            panel.blocks += [
+                Figure(feature_map_figure(maps), "feature_map"),
+                "Each dot is an image: its pooled features projected to 2-D (PCA), source in blue, target in red. "
+                "Adaptation should bring the two clouds together while each class stays a group of its own."
+                + ("" if "after" in maps else " The map after adaptation appears when training has finished.")]
+        return [panel]
+
+
+def target_note(path: str, class_names: tuple[str, ...]) -> str:
+    """How the target images at `path` are read, in one sentence; DataError if they cannot be."""
+    with tempfile.TemporaryDirectory(prefix="workbench-target-") as scratch:
+        return open_target(path, list(class_names), Path(scratch)).note
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Charts
+
+
+DOMAIN_COLOURS = {"source": "#1f77b4", "target": "#d62728"}
+DANN_CURVES = (("val_acc", "source accuracy (validation)", "#1f77b4", None),
+               ("target_acc", "target accuracy", "#d62728", None),
+               ("domain_acc", "domain classifier accuracy", "#7f7f7f", "dot"),
+               ("dann_lambda", "λ (weight of the reversed gradient)", "#2ca02c", "dash"))
+
+
+def dann_curves(metrics: list[dict], epochs: int | None = None) -> go.Figure:
+    """Per epoch: source and target accuracy, the domain classifier's accuracy (50% = the domains look alike to
+    it) and λ. Target accuracy only when the target images have labels."""
+    fig = go.Figure()
+    done = [m["epoch"] for m in metrics]
+    for key, name, colour, dash in DANN_CURVES:
+        if any(m.get(key) is not None for m in metrics):
+            fig.add_scatter(x=done, y=[m.get(key) for m in metrics], mode="lines+markers", name=name,
+                            line=dict(color=colour, dash=dash))
+    fig.add_hline(y=0.5, line=dict(color="#bbbbbb", width=1), annotation_text="domains indistinguishable",
+                  annotation_position="bottom right")
+    epoch_axis(fig, done, epochs)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+    return fig.update_layout(**LAYOUT, height=360, title="Domain adaptation, epoch by epoch")
+
+
+def feature_map_figure(maps: dict) -> go.Figure:
+    """Source and target images as points of their pooled features projected to 2-D (PCA), before adaptation (the
+    pretrained backbone) and after it, side by side. Overlapping clouds = features that no longer tell the domains
+    apart."""
+    stages = [stage for stage in ("before", "after") if stage in maps]
+    titles = {"before": "Before adaptation (pretrained backbone)", "after": "After adaptation (trained)"}
+    fig = make_subplots(rows=1, cols=len(stages), subplot_titles=[titles[s] for s in stages])
+    for col, stage in enumerate(stages, start=1):
+        points = pd.DataFrame(maps[stage])
+        for domain, colour in DOMAIN_COLOURS.items():
+            part = points[points["domain"] == domain]
+            fig.add_scatter(x=part["x"], y=part["y"], mode="markers", name=f"{domain} images",
+                            marker=dict(color=colour, size=6, opacity=0.6), text=part["class"],
+                            hovertemplate=f"{domain}: %{{text}}<extra></extra>", showlegend=col == 1,
+                            row=1, col=col)
+    fig.update_xaxes(showticklabels=False, title_text="1st principal component")
+    fig.update_yaxes(showticklabels=False, title_text="2nd principal component")
+    return fig.update_layout(**LAYOUT, height=380)

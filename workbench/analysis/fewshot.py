@@ -33,14 +33,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import runs
-from .backbones import create_backbone, data_config
-from .config import RunConfig, _help
-from .data import ImageCache, ImageDataset, Sample, eval_transform, open_dataset
-from .jobs import Reporter
-from .registry import planned_config
-from .strategies import STRATEGIES
-from .train import Normalizer, Run, StopRequested, confusion_matrix, per_class_report
+from workbench import runs
+from workbench.core.errors import StopRequested
+from workbench.core.fields import help_field as _help
+from workbench.core.metrics import confusion_matrix, per_class_report
+from workbench.core.normalize import Normalizer
+from workbench.data import ImageCache, ImageDataset, Sample, eval_transform, open_dataset
+from workbench.engine import Run
+from workbench.engine.config import RunConfig
+from workbench.models.backbones import create_backbone, data_config
+from workbench.runs.jobs import Reporter
+from workbench.runs.registry import planned_config
+from workbench.strategies import STRATEGIES
 
 PROTOTYPES = "prototypes"
 TRAINED_METHODS = ("linear_probe", "partial", "scratch")

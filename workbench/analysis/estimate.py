@@ -15,7 +15,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from .strategies import get_strategy
+from workbench.strategies import get_strategy
 
 MEASURE_BATCH_SIZE = 8  # keeps a measurement to a few seconds on a laptop CPU; larger batches are rarely faster there
 SLOW_STEP_SECONDS = 1.0  # after a step this slow, one timed step is accurate enough

@@ -5,18 +5,18 @@ figures and plain values, so the pages only place them."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
-import timm
 import torch
 from PIL import Image
 
-from .backbones import LayerGroup, head_parameter_names, layer_groups
-from .charts import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
-from .data import DataError, HealthReport, ImageDataset, load_rgb
-from .strategies import bitfit_parameter_names
-from .train import layer_learning_rates, lr_at
+from workbench.core.plot_style import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
+from workbench.data import DataError, HealthReport, ImageDataset, load_rgb
+from workbench.engine import RunConfig, layer_learning_rates, lr_at
+from workbench.models.backbones import LayerGroup, layer_groups, meta_model
+from workbench.strategies import Strategy, trainable_per_group
 
 THUMBNAIL_SIZE = 96
 FROZEN_COLOUR, PARTLY_COLOUR, TRAINABLE_COLOUR = "#9fb3c8", "#f9d29d", "#f28e2b"
@@ -57,23 +57,36 @@ def thumbnails(dataset: ImageDataset, per_class: int = 6) -> dict[str, list[Imag
     return shown
 
 
-def meta_model(backbone: str, num_classes: int) -> torch.nn.Module:
-    """The model's structure only: parameter names and shapes, no memory for weights, no weights file read."""
-    with torch.device("meta"):
-        return timm.create_model(backbone, pretrained=False, num_classes=num_classes)
-
-
-def model_groups(backbone: str, num_classes: int) -> list[LayerGroup]:
-    """The layer groups of `backbone` with a `num_classes` head (built on the meta device, so instantly)."""
-    return layer_groups(meta_model(backbone, num_classes))
-
-
-def bitfit_trainable_per_group(backbone: str, num_classes: int, norms: bool) -> list[int]:
-    """How many parameters of each layer group BitFit trains: biases (and norm layers when `norms`) and the head."""
+def freeze_plan(strategy: Strategy, backbone: str, num_classes: int, config: RunConfig) -> FreezePlan:
+    """What trains in the last epoch of `config` under `strategy`, group by group, worked out by the strategy's own
+    hooks on the model's structure (no weights): the Model page's freeze diagram for any strategy."""
     model = meta_model(backbone, num_classes)
-    trainable = bitfit_parameter_names(model, head_parameter_names(model), norms)
-    params = dict(model.named_parameters())
-    return [sum(params[n].numel() for n in g.param_names if n in trainable) for g in layer_groups(model)]
+    groups = layer_groups(model)
+    epoch = config.epochs or strategy.default_epochs
+    strategy.prepare_model(model, groups, config)
+    strategy.begin_epoch(model, groups, config, epoch)
+    frozen = strategy.frozen_groups(groups, config, epoch)
+    return FreezePlan(groups, frozen, trainable_per_group(model, groups), strategy.freeze_note(groups, config, frozen))
+
+
+@dataclass
+class FreezePlan:
+    groups: list[LayerGroup]
+    frozen: int  # groups frozen from the stem up
+    per_group: list[int]  # trainable parameters of each group
+    note: str | None  # the strategy's sentence about it
+
+
+def layer_lr_plan(strategy: Strategy, backbone: str, num_classes: int, config: RunConfig) -> list[dict] | None:
+    """The peak learning rate of each layer under the strategy's parameter groups (stem first, with layer names), or
+    None when every layer learns at the same rate."""
+    model = meta_model(backbone, num_classes)
+    groups = layer_groups(model)
+    strategy.prepare_model(model, groups, config)
+    params = strategy.param_groups(model, groups, config)
+    if not params or all(g.get("lr_scale", 1.0) == 1.0 for g in params):
+        return None
+    return layer_lr_rows(model, params, config.lr or strategy.default_lr)
 
 
 def group_roles(count: int) -> list[str]:
@@ -172,10 +185,10 @@ def _layer_name(first_param: str) -> str:
     return ".".join(parts[: numbered[-1] + 1] if numbered else parts)
 
 
-def layer_lr_rows(model: torch.nn.Module, lr: float, layer_decay: float) -> list[dict]:
-    """`train.layer_learning_rates` (stem first) with a `layer` name for each: 'stem', the module it starts with,
+def layer_lr_rows(model: torch.nn.Module, param_groups: list[dict], lr: float) -> list[dict]:
+    """`engine.layer_learning_rates` (stem first) with a `layer` name for each: 'stem', the module it starts with,
     'head'. timm's layers for layer decay are finer than the freeze groups (often one per block)."""
-    rows = layer_learning_rates(model, lr, layer_decay)
+    rows = layer_learning_rates(model, param_groups, lr)
     names = ["stem", *[_layer_name(r["first"]) for r in rows[1:-1]], "head"] if len(rows) > 1 else ["head"]
     return [{**row, "layer": name} for row, name in zip(rows, names, strict=True)]
 

@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from . import runs
-from .backbones import BackboneError, WeightsSource, create_backbone, layer_groups
-from .data import DataError, load_rgb
-from .predict import BATCH_SIZE, ImageInput, Predictor, validation_images
-from .strategies import STRATEGIES, get_strategy
-from .train import confusion_matrix, per_class_report
+from workbench import runs
+from workbench.core.metrics import confusion_matrix, per_class_report
+from workbench.data import DataError, load_rgb
+from workbench.models.backbones import BackboneError, WeightsSource, create_backbone, layer_groups
+from workbench.models.trained import BATCH_SIZE, ImageInput, Predictor
+from workbench.runs.records import validation_images
+from workbench.strategies import STRATEGIES, get_strategy
 
 PREDICTIONS_FILE = "val_predictions.json"
 THUMBNAILS_DIR = "val_thumbnails"

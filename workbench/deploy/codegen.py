@@ -18,10 +18,10 @@ from string import Template
 import timm
 import torch
 
-from . import runs
-from .backbones import BUNDLED_WEIGHTS
-from .data import AUGMENTATIONS, IMAGE_EXTENSIONS, VAL_FOLDER_NAMES
-from .strategies import Strategy, get_strategy
+from workbench import runs
+from workbench.data import AUGMENTATIONS, IMAGE_EXTENSIONS, VAL_FOLDER_NAMES
+from workbench.models.backbones import BUNDLED_WEIGHTS
+from workbench.strategies import Strategy, get_strategy
 
 
 class CodegenError(ValueError):

@@ -1,0 +1,3 @@
+"""Looking at runs: charts, insight into a trained model, time estimates, few-shot prototypes and the
+data-efficiency curve.
+"""

@@ -1,0 +1,2 @@
+"""Taking a model away: export zips, "show me the code" scripts, compressed variants.
+"""
