@@ -283,7 +283,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         print(f"  trains: {s.trains}; defaults: {s.default_epochs} epochs, lr {s.default_lr:g}")
         print(textwrap.fill(s.explanation, width=110, initial_indent="  ", subsequent_indent="  "))
         for option in dataclasses.fields(s.Options):
-            print(f"  --{option.name.replace('_', '-')} (default {option.default!r}): {option.metadata.get('help', '')}")
+            flag = '--' + option.name.replace('_', '-')
+            print(f"  {flag} (default {option.default!r}): {option.metadata.get('help', '')}")
         print()
     return 0
 
