@@ -12,7 +12,7 @@ import torch
 
 from workbench.core.fields import help_field as _help
 from workbench.data import AUGMENTATIONS
-from workbench.strategies import get_strategy
+from workbench.strategies import DEFAULT_STRATEGY, get_strategy
 
 # On a laptop CPU 224 px is slow; 160 px keeps most of the accuracy at half the cost (and puts the first chart
 # point of a linear probe on the sample data within seconds).
@@ -27,7 +27,7 @@ class RunConfig:
 
     data: str = field(**_help("Image folder (one subfolder per class, optionally inside train/ and val/) or .zip."))
     backbone: str = field(default="tf_efficientnet_lite0", **_help("Any timm model name."))
-    strategy: str = field(default="linear_probe", **_help("Transfer strategy (see `workbench strategies`)."))
+    strategy: str = field(default=DEFAULT_STRATEGY, **_help("Transfer strategy (see `workbench strategies`)."))
     freeze_depth: int | None = field(default=None, **_help("Layer groups frozen from the stem up (partial)."))
     epochs: int | None = field(default=None, **_help("Passes over the training images (default: per strategy)."))
     lr: float | None = field(default=None, **_help("Peak learning rate (default: per strategy)."))

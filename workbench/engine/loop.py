@@ -160,17 +160,40 @@ class Trainer:
         else:
             self.fit_head_on_features()
 
-    def fit_head_on_features(self) -> None:
-        """Nothing below the head trains: the backbone runs once per image, the head trains on cached features."""
+    def _head_on_features(self, lr: float) -> tuple[torch.nn.Module, torch.optim.Optimizer, DataLoader]:
+        """The head, its optimiser and a shuffled loader of the training images' pooled features (computed once,
+        the backbone in evaluation mode); the validation features are kept for evaluating the head."""
         self.set_phase("extracting features (the backbone runs once per image)")
         start = time.perf_counter()
         train_x, train_y = self.features(self.train_samples, "training")
         self.val_features, self.val_targets = self.features(self.val_samples, "validation")
         self.feature_seconds = round(time.perf_counter() - start, 2)
         head = self.model.get_classifier()
-        optimizer = torch.optim.AdamW(head.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-        self.run_epochs(head, optimizer, self.feature_loader(train_x, train_y),
-                        phase="training the head on cached features", on_features=True)
+        optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=self.config.weight_decay)
+        return head, optimizer, self.feature_loader(train_x, train_y)
+
+    def fit_head_on_features(self) -> None:
+        """Nothing below the head trains: the backbone runs once per image, the head trains on cached features."""
+        head, optimizer, loader = self._head_on_features(self.config.lr)
+        self.run_epochs(head, optimizer, loader, phase="training the head on cached features", on_features=True)
+
+    def fit_head(self, epochs: int, lr: float) -> dict:
+        """TrainingContext: the head alone on cached features, `epochs` passes at peak `lr` under the run's schedule,
+        batch for batch what `fit_head_on_features` does for a head-only run, but not recorded as the run's epochs.
+        Returns the head's validation metrics; afterwards the run evaluates through the whole network again."""
+        head, optimizer, loader = self._head_on_features(lr)
+        self.set_phase("training the head on cached features")
+        steps = len(loader)
+        warmup = int(self.config.warmup_epochs * steps)
+        for epoch in range(epochs):
+            head.train()
+            for index, (inputs, targets) in enumerate(loader):
+                self.check_stop()
+                rate = lr_at(epoch * steps + index, steps * epochs, warmup, lr, self.config.schedule)
+                self.train_step(head, optimizer, inputs.to(self.device), targets.to(self.device), rate)
+        metrics = self._evaluate()
+        self.val_features = self.val_targets = None
+        return metrics
 
     def fit_backbone(self) -> None:
         """The backbone runs every batch: the strategy's optimiser groups, its objective, the augmentation preset."""

@@ -28,6 +28,7 @@ import torch
 
 from workbench.core.errors import StrategyError
 from workbench.models.backbones import LayerGroup
+from workbench.strategies.code import StrategyCode
 from workbench.strategies.freezing import apply_freezing
 
 if TYPE_CHECKING:  # the contract's callers live in higher layers; only type checkers follow these
@@ -82,6 +83,12 @@ class TrainingContext(Protocol):
 
     def logits_of(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, labels) of `samples` through the model as it is now, in evaluation mode, on the CPU."""
+
+    def fit_head(self, epochs: int, lr: float) -> dict:
+        """Train the classifier head alone on the training images' pooled features (computed once, the backbone
+        frozen in evaluation mode): `epochs` passes at peak learning rate `lr` under the run's schedule, batch for
+        batch what a run whose strategy trains no backbone does. Not recorded as the run's epochs. Returns the
+        head's validation metrics (val_acc, val_loss, confusion_matrix)."""
 
     def set_phase(self, phase: str) -> None:
         """Say what the run is doing now (shown on the Train page and printed by the CLI)."""
@@ -262,10 +269,15 @@ class Strategy:
         return []
 
     # -- show me the code ---------------------------------------------------------------------------------------
-    def code(self, config: RunConfig) -> Any:
-        """What "show me the code" writes for this strategy: a `workbench.deploy.codegen.StrategyCode`-shaped
-        object. None: the generic fine-tune script."""
-        return None
+    def code(self, config: RunConfig, groups: list[LayerGroup]) -> StrategyCode:
+        """What "show me the code" writes for a run of this strategy (`groups`: the backbone's layer groups, as in
+        `frozen_groups`). Default: a plain full fine-tune; a strategy with options that writes no code of its own is
+        said, with its options, to be left out."""
+        options = [f"'{f.name}' ({getattr(config.options, f.name)!r})" for f in dataclasses.fields(config.options)]
+        if not options:
+            return StrategyCode()
+        return StrategyCode(left_out=[f"what this strategy adds to a full fine-tune (its options {', '.join(options)})"
+                                      ": this script is a plain full fine-tune"])
 
     def to_dict(self) -> dict:
         return {
