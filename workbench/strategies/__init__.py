@@ -19,6 +19,7 @@ from workbench.strategies.base import (
     option_fields,
     register,
 )
+from workbench.strategies.code import StrategyCode, setting
 from workbench.strategies.freezing import (
     apply_freezing,
     apply_trainable,
@@ -38,3 +39,6 @@ from workbench.strategies import l2sp  # isort: skip
 from workbench.strategies import bitfit  # isort: skip
 from workbench.strategies import distill  # isort: skip
 from workbench.strategies import dann  # isort: skip
+
+DEFAULT_STRATEGY = linear_probe.LinearProbe.name
+"""What a new run uses until someone chooses: the quickest strategy, and the safest with few images."""

@@ -11,7 +11,7 @@ owns everything about itself:
 - its objective: `objective()` returns an `Objective` (extra inputs, extra loss terms, per-epoch metrics, what it
   adds to the summary), which reaches the loop's state only through the public `TrainingContext`;
 - what the Train page draws for it beyond the common charts (`panels`) and says of a planned run (`plan`);
-- what "show me the code" writes for it (`code`, in `workbench.deploy.codegen`'s vocabulary).
+- what "show me the code" writes for it (`code`, a `workbench.strategies.code.StrategyCode`).
 
 Nothing outside the strategy's module names it: the engine, the pages, codegen and the estimate ask these hooks.
 """

@@ -9,6 +9,7 @@ import torch
 from workbench.core.fields import help_field
 from workbench.models.backbones import head_parameter_names
 from workbench.strategies.base import Strategy, register
+from workbench.strategies.code import StrategyCode, setting
 from workbench.strategies.freezing import apply_trainable
 
 NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
@@ -29,6 +30,23 @@ def bitfit_parameter_names(model: torch.nn.Module, norms: bool) -> set[str]:
     return names
 
 
+# The script's version of `bitfit_parameter_names` (see `BitFit.code`).
+TRAINABLE_SCRIPT = '''
+NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def bitfit_parameter_names(model):
+    """Every bias, the norm layers' scales and shifts (if BITFIT_NORMS), and the whole head."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    names = {n for n, p in model.named_parameters() if n.endswith("bias") or id(p) in head}
+    if BITFIT_NORMS:
+        for module_name, module in model.named_modules():
+            if isinstance(module, NORM_LAYERS):
+                names |= {f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
+    return names
+'''
+
+
 @register
 class BitFit(Strategy):
     name = "bitfit"
@@ -47,3 +65,14 @@ class BitFit(Strategy):
 
     def prepare_model(self, model, groups, config) -> None:
         apply_trainable(model, bitfit_parameter_names(model, config.options.bitfit_norms))
+
+    def code(self, config, groups) -> StrategyCode:
+        return StrategyCode(
+            prepare_doc="Only the biases (and the norm layers, if BITFIT_NORMS) of the backbone train, plus the head.",
+            settings=[setting("BITFIT_NORMS", bool(config.options.bitfit_norms), "also train the norm layers")],
+            definitions=[TRAINABLE_SCRIPT],
+            keeps_frozen=True,
+            freeze=["trainable = bitfit_parameter_names(model)",
+                    "for name, param in model.named_parameters():",
+                    "    param.requires_grad_(name in trainable)"],
+        )

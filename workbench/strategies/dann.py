@@ -25,7 +25,7 @@ import json
 import math
 import random
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,7 +41,8 @@ from workbench.core.runfolder import write_json
 from workbench.data import AUGMENTATIONS, IMAGE_EXTENSIONS, DataError, Sample, load_rgb, open_dataset
 from workbench.models.trained import Predictor, load_model
 from workbench.strategies.base import Figure, Objective, Panel, Strategy, TrainingContext, register
-from workbench.strategies.discriminative import LayerDecayOptions, layer_decay_groups
+from workbench.strategies.code import StrategyCode
+from workbench.strategies.discriminative import LayerDecayOptions, layer_decay_code, layer_decay_groups
 
 if TYPE_CHECKING:
     from workbench.engine.config import RunConfig
@@ -330,6 +331,13 @@ class Dann(Strategy):
     def plan(self, config: RunConfig) -> list[str]:
         target = config.options.target_data
         return [f"**Target images:** {Path(target).name if target else 'none chosen'}"]
+
+    def code(self, config: RunConfig, groups) -> StrategyCode:
+        # The script keeps the layer-wise learning rates but not the adversarial part, which needs the target images
+        # and a second network: it says so (the note covers the target_data option).
+        return replace(layer_decay_code(config.options), left_out=[
+            "the domain classifier and its gradient-reversal layer: the workbench also aligned the target images' "
+            "features; this script trains on the labelled images alone, as a plain full fine-tune"])
 
     def panels(self, record: RunRecord) -> list[Panel]:
         target = record.facts.get("target") or {}

@@ -8,6 +8,7 @@ import timm.optim
 
 from workbench.core.fields import help_field
 from workbench.strategies.base import Strategy, register
+from workbench.strategies.code import StrategyCode, setting
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,17 @@ def layer_decay_groups(model, weight_decay: float, layer_decay: float) -> list[d
                                                no_weight_decay_list=no_decay)
 
 
+def layer_decay_code(options: LayerDecayOptions) -> StrategyCode:
+    """The script's layer-wise learning rates: timm's `create_optimizer_v2(..., layer_decay=...)`, whose groups carry
+    the `lr_scale` that the script's training loop applies, as the engine does."""
+    return StrategyCode(
+        prepare_doc="Every layer trains; timm's layer_decay gives each layer below the head LAYER_DECAY times the "
+                    "learning rate of the layer above it (its `lr_scale`, which `train` applies).",
+        settings=[setting("LAYER_DECAY", options.layer_decay, "each layer down gets this factor of the LR above")],
+        optimizer_options={"layer_decay": "LAYER_DECAY"},
+    )
+
+
 @register
 class Discriminative(Strategy):
     name = "discriminative"
@@ -46,3 +58,6 @@ class Discriminative(Strategy):
 
     def param_groups(self, model, groups, config):
         return layer_decay_groups(model, config.weight_decay, config.options.layer_decay)
+
+    def code(self, config, groups) -> StrategyCode:
+        return layer_decay_code(config.options)

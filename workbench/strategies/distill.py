@@ -36,6 +36,7 @@ from workbench.core.runfolder import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE, S
 from workbench.data import AUGMENTATIONS
 from workbench.models.trained import BATCH_SIZE, Predictor
 from workbench.strategies.base import Figure, Objective, Panel, Strategy, Table, TrainingContext, register
+from workbench.strategies.code import StrategyCode
 
 if TYPE_CHECKING:
     from workbench.engine.config import RunConfig
@@ -223,6 +224,13 @@ class Distill(Strategy):
             "model.safetensors; latency: median of single-image forward passes on one thread of this computer's "
             "CPU, measured once, the first time the run was shown (other work on the computer slows it)."]
         return [panel]
+
+    def code(self, config: RunConfig, groups) -> StrategyCode:
+        # The script must stand alone, and the teacher is another run's model: it writes the student's full
+        # fine-tune and says so (the note covers the teacher's options too).
+        return StrategyCode(left_out=[
+            "the teacher: the workbench also matched a teacher run's softened answers; this script learns from the "
+            "labels alone, as a plain full fine-tune of the student"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from workbench.core.fields import help_field
 from workbench.strategies.base import Strategy, register
+from workbench.strategies.code import StrategyCode, setting
 from workbench.strategies.freezing import apply_freezing, check_freeze_depth
 
 
@@ -17,6 +18,15 @@ class GradualOptions:
     def __post_init__(self) -> None:
         if self.epochs_per_phase < 1:
             raise ValueError(f"--epochs-per-phase must be at least 1, got {self.epochs_per_phase}.")
+
+
+# The script's version of `Gradual.frozen_groups` (see `code`).
+FROZEN_GROUPS_SCRIPT = '''
+def frozen_groups(epoch, n_groups):
+    """Gradual unfreezing: epoch 1 trains only the head; every EPOCHS_PER_PHASE epochs one more group below it
+    joins, top down, never below FREEZE_FLOOR."""
+    return max(FREEZE_FLOOR, n_groups - 1 - (epoch - 1) // EPOCHS_PER_PHASE)
+'''
 
 
 @register
@@ -60,3 +70,22 @@ class Gradual(Strategy):
         return (f"Shown: the last of {config.epochs} epochs. Training starts with only the head; every {per_phase} "
                 f"epoch{'s' if per_phase != 1 else ''} one more group unfreezes, from the head down, never below the "
                 f"freeze depth.{deeper}")
+
+    def code(self, config, groups) -> StrategyCode:
+        return StrategyCode(
+            prepare_doc="Every group that will ever train goes into the optimizer now; `train` freezes the lower ones "
+                        "until their phase comes (frozen weights get no gradient, so AdamW leaves them alone).",
+            settings=[setting("EPOCHS_PER_PHASE", config.options.epochs_per_phase,
+                              "epochs before the next group unfreezes"),
+                      setting("FREEZE_FLOOR", config.freeze_depth or 0, "groups that never unfreeze")],
+            definitions=[FROZEN_GROUPS_SCRIPT],
+            uses_layer_groups=True,
+            keeps_frozen=True,
+            freeze=["freeze(model, layer_groups(model), FREEZE_FLOOR)"],
+            after_optimizer=["groups = layer_groups(model)",
+                             "freeze(model, groups, frozen_groups(1, len(groups)))  # epoch 1: only the head trains"],
+            train_setup=["groups = layer_groups(model)"],
+            epoch_start=["frozen = frozen_groups(epoch, len(groups))",
+                         "freeze(model, groups, frozen)",
+                         'print(f"epoch {epoch}: the top {len(groups) - frozen} of {len(groups)} layer groups train")'],
+        )

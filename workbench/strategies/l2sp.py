@@ -9,6 +9,7 @@ import torch
 from workbench.core.fields import help_field
 from workbench.models.backbones import head_parameter_names
 from workbench.strategies.base import Objective, Strategy, register
+from workbench.strategies.code import StrategyCode, setting
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,23 @@ class L2SPPenalty(Objective):
         return label_loss + (self.options.l2sp_alpha / 2 * drift + self.options.l2sp_beta / 2 * head)
 
 
+# The script's version of `L2SPPenalty` (see `L2SP.code`).
+PENALTY_SCRIPT = '''
+def starting_weights(model):
+    """A copy of the pretrained backbone's weights (not the new head's), to measure how far training moves them."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    return {n: p.detach().clone() for n, p in model.named_parameters() if id(p) not in head}
+
+
+def l2sp_penalty(model, start):
+    """L2-SP: alpha/2 * ||w - w0||^2 over the backbone + beta/2 * ||w||^2 over the new head."""
+    params = dict(model.named_parameters())
+    drift = sum(((params[n] - w0) ** 2).sum() for n, w0 in start.items())
+    head = sum((p ** 2).sum() for p in model.get_classifier().parameters())
+    return L2SP_ALPHA / 2 * drift + L2SP_BETA / 2 * head
+'''
+
+
 @register
 class L2SP(Strategy):
     name = "l2sp"
@@ -65,3 +83,15 @@ class L2SP(Strategy):
 
     def objective(self, config, class_names) -> Objective:
         return L2SPPenalty(config.options)
+
+    def code(self, config, groups) -> StrategyCode:
+        return StrategyCode(
+            prepare_doc="Every layer trains. No weight decay: L2-SP's penalty pulls the weights towards where they "
+                        "started instead of towards zero.",
+            settings=[setting("L2SP_ALPHA", config.options.l2sp_alpha,
+                              "pull of the backbone towards its starting weights"),
+                      setting("L2SP_BETA", config.options.l2sp_beta, "plain L2 penalty on the new head")],
+            definitions=[PENALTY_SCRIPT],
+            train_setup=["start = starting_weights(model)"],
+            loss_terms=["l2sp_penalty(model, start)"],
+        )

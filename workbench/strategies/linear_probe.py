@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workbench.strategies.base import Strategy, register
+from workbench.strategies.code import StrategyCode
 
 
 @register
@@ -26,3 +27,6 @@ class LinearProbe(Strategy):
 
     def frozen_groups(self, groups, config, epoch=1) -> int:
         return len(groups) - 1
+
+    def code(self, config, groups) -> StrategyCode:
+        return StrategyCode(head_on_features=True)

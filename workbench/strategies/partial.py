@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workbench.strategies.base import Strategy, register
+from workbench.strategies.code import StrategyCode, setting
 from workbench.strategies.freezing import check_freeze_depth, half_the_body
 
 
@@ -31,3 +32,13 @@ class Partial(Strategy):
 
     def check_groups(self, groups, config) -> None:
         check_freeze_depth(self.frozen_groups(groups, config), groups, config.backbone)
+
+    def code(self, config, groups) -> StrategyCode:
+        return StrategyCode(
+            prepare_doc="Freeze the first FROZEN_GROUPS layer groups; the later groups and the head train.",
+            settings=[setting("FROZEN_GROUPS", self.frozen_groups(groups, config),
+                              "layer groups frozen, counted from the stem")],
+            uses_layer_groups=True,
+            keeps_frozen=True,
+            freeze=["freeze(model, layer_groups(model), FROZEN_GROUPS)"],
+        )

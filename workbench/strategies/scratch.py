@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workbench.strategies.base import Strategy, register
+from workbench.strategies.code import StrategyCode
 
 
 @register
@@ -20,3 +21,6 @@ class Scratch(Strategy):
     default_epochs = 5
     default_lr = 2e-3
     pretrained = False
+
+    def code(self, config, groups) -> StrategyCode:
+        return StrategyCode(prepare_doc="Every layer trains, from random weights.")
