@@ -135,6 +135,7 @@ CASES = [
     ("discriminative", {"layer_decay": 0.5, "augment": "standard"}, "folder"),
     ("l2sp", {"patience": 2}, "folder"),
     ("bitfit", {"bitfit_norms": False, "augment": "none"}, "folder"),
+    ("lpft", {"probe_epochs": 2}, "folder"),
 ]
 
 

@@ -39,6 +39,7 @@ from workbench.strategies import l2sp  # isort: skip
 from workbench.strategies import bitfit  # isort: skip
 from workbench.strategies import distill  # isort: skip
 from workbench.strategies import dann  # isort: skip
+from workbench.strategies import lpft  # isort: skip
 
 DEFAULT_STRATEGY = linear_probe.LinearProbe.name
 """What a new run uses until someone chooses: the quickest strategy, and the safest with few images."""
