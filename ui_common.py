@@ -12,9 +12,11 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from workbench.analysis import charts
+from workbench.analysis import charts, choices
+from workbench.engine.config import RunConfig
 from workbench.runs.records import RunRecord
 from workbench.runs.registry import RunRegistry
+from workbench.strategies import Alert, Figure, Panel, Strategy, Table, get_strategy
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_DATASETS = {p.name: p for p in sorted((REPO / "sample_data").iterdir()) if p.is_dir()}
@@ -31,6 +33,26 @@ def get_registry() -> RunRegistry:
     return RunRegistry()
 
 
+def attached_run_id() -> str | None:
+    """The run the Train page shows: from the URL (survives a refresh), this session, or the run training now. Kept
+    in both, so a refresh and the other pages find it."""
+    registry = get_registry()
+    run_id = st.query_params.get("run") or st.session_state.get(RUN_ID)
+    if run_id is None:
+        live = registry.current() or next(iter(registry.live()), None)
+        run_id = live.id if live else None
+    if run_id is not None:
+        st.session_state[RUN_ID] = run_id
+        st.query_params["run"] = run_id
+    return run_id
+
+
+def forget_run() -> None:
+    """Detach this session from its run (it is not there any more)."""
+    st.session_state.pop(RUN_ID, None)
+    st.query_params.pop("run", None)
+
+
 def pick_run(records: list[RunRecord], label: str, key: str, *, default: str | None = None,
              describe: Callable[[RunRecord, str], str] | None = None, help: str | None = None) -> RunRecord:
     """A selectbox of `records` (not empty) that keeps its choice in session_state[key]: the run picked there
@@ -44,6 +66,118 @@ def pick_run(records: list[RunRecord], label: str, key: str, *, default: str | N
     run_id = st.selectbox(label, list(by_id), key=key, help=help,
                           format_func=lambda i: describe(by_id[i], labels[i]) if describe else labels[i])
     return by_id[run_id]
+
+
+def draw_panels(panels: list[Panel], chart_config: dict | None = None) -> None:
+    """A strategy's panels (`Strategy.panels`), block by block: a title as a subheader, text as a caption, an Alert
+    as a warning, a Figure as a plotly chart (with `chart_config`, e.g. static while a run trains), a Table as a
+    table with its formats."""
+    for panel in panels:
+        st.subheader(panel.title)
+        for number, block in enumerate(panel.blocks):
+            if isinstance(block, Alert):
+                st.warning(block.text)
+            elif isinstance(block, Figure):
+                st.plotly_chart(block.figure, key=block.key, config=chart_config)
+            elif isinstance(block, Table):
+                st.dataframe(block.frame.style.format(block.formats), key=f"{panel.title}:{number}")
+            else:
+                st.caption(block)
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Run choices (the Model page's): widgets that keep their value across pages, and a strategy's options as widgets
+
+OTHER_FOLDER = "another folder or .zip"
+
+
+def choice_key(name: str) -> str:
+    """The widget key of the run choice `name` (a RunConfig field or a strategy option)."""
+    return f"model.{name}"
+
+
+def seed_choice(name: str, default) -> None:
+    """Give the widget of choice `name` its value: the saved choice, else `default`. Streamlit forgets widget values
+    when the user opens another page; CHOICES remembers them."""
+    if choice_key(name) not in st.session_state:
+        saved = st.session_state.get(CHOICES, {}).get(name)
+        st.session_state[choice_key(name)] = default if saved is None else saved
+
+
+def forget_choices(*names: str) -> None:
+    """Drop saved values so their widgets start again from the new defaults."""
+    for name in names:
+        st.session_state.pop(choice_key(name), None)
+        st.session_state.get(CHOICES, {}).pop(name, None)
+
+
+def options_ui(strategy: Strategy, class_names: list[str] | None, data: str | None) -> dict:
+    """One widget per field of the strategy's own settings (its `Options`), side by side: option name -> value."""
+    widgets = choices.option_widgets(strategy)
+    return {w.name: option_ui(w, column, class_names, data)
+            for w, column in zip(widgets, st.columns(len(widgets)) if widgets else [], strict=True)}
+
+
+def option_ui(widget: choices.OptionWidget, column, class_names: list[str] | None, data: str | None):
+    if widget.kind == "run":
+        return run_ui(widget, column, class_names)
+    if widget.kind == "images":
+        return images_ui(widget, column, data)
+    seed_choice(widget.name, widget.default)
+    args = dict(label=widget.label, key=choice_key(widget.name),
+                help=f"Setting `{widget.name}` (`--{widget.name.replace('_', '-')}` on the command line).")
+    if widget.kind == "bool":
+        return column.checkbox(**args)
+    if widget.kind == "int":
+        return column.number_input(min_value=0, step=1, **args)
+    if widget.kind == "float":
+        return column.number_input(min_value=0.0, step=0.01, format="%g", **args)
+    return column.text_input(**args).strip()
+
+
+def run_ui(widget: choices.OptionWidget, column, class_names: list[str] | None) -> str:
+    """A finished run with a model on the same classes, the most accurate first."""
+    candidates = choices.runs_with_model(get_registry().records(), class_names) if class_names else []
+    if not candidates:
+        column.warning("No finished run with a saved model on these classes yet. Train one first on the **Train** "
+                       "page, then come back.")
+        return ""
+    labels = {r.id: choices.run_label(r) for r in candidates}
+    seed_choice(widget.name, next(iter(labels)))
+    if st.session_state[choice_key(widget.name)] not in labels:  # a run deleted, or one on other data
+        st.session_state[choice_key(widget.name)] = next(iter(labels))
+    return column.selectbox(widget.label, list(labels), key=choice_key(widget.name), format_func=labels.get,
+                            help="Backbone · strategy · validation accuracy · end of the run id.")
+
+
+def images_ui(widget: choices.OptionWidget, column, data: str | None) -> str:
+    """A sample data folder, or another folder or .zip on this computer."""
+    stem = choice_key(widget.name.split("_")[0])  # keys named after the field's first word, as sessions know them
+    samples = {str(p): f"sample data: {name}" for name, p in SAMPLE_DATASETS.items()}
+    seed_choice(widget.name, choices.images_default(data, SAMPLE_DATASETS))
+    chosen = st.session_state[choice_key(widget.name)]
+    st.session_state.setdefault(f"{stem}_choice", chosen if chosen in samples else OTHER_FOLDER)
+    st.session_state.setdefault(f"{stem}_path", "" if chosen in samples else chosen)
+    path = column.selectbox(widget.label, [*samples, OTHER_FOLDER], key=f"{stem}_choice",
+                            format_func=lambda v: samples.get(v, v))
+    if path == OTHER_FOLDER:
+        path = column.text_input("Folder or .zip of images", key=f"{stem}_path").strip()
+    st.session_state[choice_key(widget.name)] = path
+    return path
+
+
+@st.cache_data(show_spinner="Reading the strategy's inputs…", max_entries=32)
+def option_notes(config: RunConfig, class_names: tuple[str, ...]) -> list[str]:
+    return get_strategy(config.strategy).option_notes(config, list(class_names))
+
+
+def notes_ui(config: RunConfig, class_names: list[str] | None) -> None:
+    """What the strategy says of its options once chosen (e.g. what it found in a folder)."""
+    try:
+        for line in option_notes(config, tuple(class_names)) if class_names else []:
+            st.caption(line)
+    except ValueError as error:  # a DataError too: the folder cannot be read
+        st.error(str(error))
 
 
 def leave_legacy_pages_mode() -> None:

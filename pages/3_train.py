@@ -4,21 +4,15 @@ as ?run=...)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
 import streamlit as st
 
-from ui_common import CHOICES, DATASET, RUN_ID, SAMPLE_DATASETS, get_registry
-from workbench.analysis import charts
-from workbench.data import DataError
+from ui_common import CHOICES, DATASET, RUN_ID, SAMPLE_DATASETS, attached_run_id, draw_panels, forget_run, get_registry
+from workbench.analysis import charts, choices, run_notes
 from workbench.engine.config import RunConfig
-from workbench.models.backbones import hub_reachable, weights_availability
+from workbench.models.backbones import hub_reachable, model_groups, weights_availability
 from workbench.runs.registry import RunView, planned_config
-from workbench.strategies import dann, get_strategy
-from workbench.strategies.distill import teacher_student_comparison
+from workbench.strategies import Panel, get_strategy
 
-DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}
 SAMPLE = "shapes"
 # While a run trains, its panel redraws on a timer, and every chart redraw costs the browser and the server CPU that
 # training needs (on a 2-core laptop, charts redrawn every second slowed training by a quarter). So only the cheap
@@ -37,8 +31,6 @@ LIVE_RUN_CSS = """<style>
 # While the run trains, its charts are drawn without Plotly's hover and zoom layers (staticPlot): each epoch's
 # redraw then costs the browser about 40% less CPU. When the run has ended they are drawn interactive.
 LIVE_CHART_CONFIG = {"staticPlot": True}
-WEIGHTS_WORDS = {"bundled": "bundled with the workbench", "cached": "found in the local Hugging Face cache",
-                 "download": "will be downloaded from the Hugging Face hub"}
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -66,9 +58,9 @@ def dataset_ui(quiet: bool) -> str | None:
 
 def config_ui(dataset: str) -> RunConfig | None:
     """The run the choices describe, or None (with the reason shown) if they cannot run."""
-    choices = st.session_state.get(CHOICES) or DEFAULT_CHOICES
+    chosen = st.session_state.get(CHOICES) or {}  # none yet: RunConfig's defaults
     try:
-        config = RunConfig.from_dict({**choices, "data": dataset})
+        config = RunConfig.from_dict({**chosen, "data": dataset})
         planned_config(config)
     except ValueError as error:
         st.error(f"These choices cannot run: {error} Change them on the **Model & strategy** page.")
@@ -78,41 +70,22 @@ def config_ui(dataset: str) -> RunConfig | None:
 
 def weights_ui(config: RunConfig) -> None:
     """Say where the starting weights come from, loudly when there are none."""
-    strategy = get_strategy(config.strategy)
-    if not strategy.pretrained or config.weights == "none":
-        st.info("Starts from **random weights** on purpose: this is the no-transfer baseline.")
-        return
-    if config.weights != "auto":
-        st.caption(f"Pretrained weights: from the file `{config.weights}`.")
-        return
     available = weights_availability(config.backbone)
-    if available == "none" or (available == "download" and not hub_reachable()):
-        st.warning(f"**No pretrained weights for {config.backbone} on this machine.** It will start from random "
-                   "weights, so this run shows no transfer learning. Pick a backbone marked *bundled* or *cached* on "
-                   "the **Model & strategy** page.", icon="⚠️")
-    else:
-        st.caption(f"Pretrained weights: {WEIGHTS_WORDS[available]}.")
+    level, text = choices.weights_note(config.backbone, available, available == "download" and hub_reachable(),
+                                       get_strategy(config.strategy).pretrained, config.weights)
+    (st.warning if level == "warning" else st.caption)(text)
+
+
+groups_of = st.cache_resource(show_spinner=False)(model_groups)
 
 
 def plan_ui(config: RunConfig) -> None:
-    """A short summary of what the Train button will start."""
-    strategy = get_strategy(config.strategy)
+    """A short summary of what the Train button will start, with the strategy's own lines."""
     plan = planned_config(config)
-    freeze = ""
-    if strategy.uses_freeze_depth:
-        depth = "half the body (default)" if plan.freeze_depth is None else f"the first {plan.freeze_depth} groups"
-        freeze = f" · frozen: {depth}"
     st.subheader("What will run")
     with st.container(border=True):
-        st.markdown(f"**Data:** {Path(plan.data).name} · **Backbone:** {plan.backbone} · "
-                    f"**Strategy:** {strategy.title}, trains {strategy.trains}{freeze}")
-        st.markdown(f"**Epochs:** {plan.epochs} · **Image size:** {plan.image_size} px · **Batch:** "
-                    f"{plan.batch_size} · **Learning rate:** {plan.lr:g} · **Device:** {plan.device}")
-        if strategy.distill:
-            st.markdown(f"**Teacher:** `{plan.teacher_run or 'none chosen: pick one on the Model page'}` · "
-                        f"**α** {plan.distill_alpha:g} · **T** {plan.distill_temperature:g}")
-        if strategy.adapts_domain:
-            st.markdown(f"**Target images:** {Path(plan.target_data).name if plan.target_data else 'none chosen'}")
+        for line in choices.plan_lines(plan, groups_of(plan.backbone, 2)):  # any head gives the same groups
+            st.markdown(line)
         weights_ui(config)
 
 
@@ -136,63 +109,16 @@ def train_button_ui(config: RunConfig) -> None:
 # The run
 
 
-def attached_run_id() -> str | None:
-    """The run this page shows: from the URL (survives a refresh), this session, or the run training now."""
-    registry = get_registry()
-    run_id = st.query_params.get("run") or st.session_state.get(RUN_ID)
-    if run_id is None:
-        live = registry.current() or next(iter(registry.live()), None)
-        run_id = live.id if live else None
-    if run_id is not None:
-        st.session_state[RUN_ID] = run_id
-        st.query_params["run"] = run_id
-    return run_id
-
-
-def forget_run() -> None:
-    st.session_state.pop(RUN_ID, None)
-    st.query_params.pop("run", None)
-
-
-def status_ui(view: RunView) -> None:
-    fraction, line = view.progress_bar()
-    st.progress(fraction, text=line)
-    if view.status not in ("stopped", "failed", "interrupted"):  # those get a box of their own below
-        st.caption(view.explanation())
-    if view.live and not view.elsewhere:
-        st.button("Stopping after this batch…" if view.stopping else "Stop", key="stop", disabled=view.stopping,
-                  on_click=get_registry().stop, args=(view.id,),
-                  help="Stops between two batches and keeps what the model has learned so far.")
-
-
-def outcome_ui(view: RunView) -> None:
-    if view.status == "failed":
-        st.error(f"**The run failed.** {view.error}")
-        if view.hint:
-            st.info(f"**What to try:** {view.hint}")
-    elif view.status == "stopped":
-        done = len(view.metrics)
-        st.warning(f"**Stopped** after {done} full epoch{'s' if done != 1 else ''}. "
-                   + ("What the model learned so far is saved." if view.summary else "Nothing was trained yet."))
-    elif view.status == "interrupted":
-        kept = view.kept_epoch
-        st.warning("**Interrupted:** the process training this run ended before the run did (the app was closed or "
-                   "restarted, or the computer ran out of memory). What was recorded is shown"
-                   + (f"; the model as it was after epoch {kept} is saved." if kept else "."))
-
-
-def facts_ui(view: RunView) -> None:
-    """The data's health problems and the weights the run actually started from."""
+def notes_ui(view: RunView) -> None:
+    """How the run ended (when it did not finish), the problems found in its images, the weights it started from."""
+    for level, text in run_notes.outcome_notes(view):
+        getattr(st, level)(text)
     problems = (view.health or {}).get("problems") or []
     if problems:
         with st.expander(f"⚠️ {len(problems)} problem{'s' if len(problems) > 1 else ''} found in the images"):
-            for problem in problems:
-                st.markdown(f"- {problem}")
-    source = view.config.get("weights_source")
-    if source and not source.get("pretrained") and get_strategy(view.config["strategy"]).pretrained:
-        st.warning(f"Started from **random weights** ({source['description']}): no pretrained knowledge.")
-    elif source:
-        st.caption(f"Starting weights: {source['description']}.")
+            st.markdown("\n".join(f"- {problem}" for problem in problems))
+    for level, text in run_notes.weights_used_notes(view):
+        getattr(st, level)(text)
 
 
 def chart_config(view: RunView) -> dict | None:
@@ -204,7 +130,7 @@ def curves_ui(view: RunView) -> None:
     if not view.metrics and not view.batches:
         st.caption("The curves appear after the first batch.")
         return
-    planned = view.config.get("epochs")
+    planned = view.config.epochs if view.config else None
     config = chart_config(view)
     st.plotly_chart(charts.training_curves(view.metrics, view.batches, planned), key="curves", config=config)
     left, right = st.columns([3, 2])
@@ -225,17 +151,17 @@ def curves_ui(view: RunView) -> None:
 def result_ui(view: RunView) -> None:
     """The headline numbers of a run that has ended with a model."""
     summary = view.summary
-    if not summary or summary.get("val_accuracy") is None:
+    if not summary or summary.val_accuracy is None:
         return
     cols = st.columns(4)
-    cols[0].metric("Validation accuracy", f"{summary['val_accuracy']:.1%}")
-    cols[1].metric("Epochs", summary["epochs_completed"])
-    cols[2].metric("Training time", f"{summary['train_seconds']:.0f} s")
-    cols[3].metric("Trainable weights", f"{summary['trainable_params']:,}")
+    cols[0].metric("Validation accuracy", f"{summary.val_accuracy:.1%}")
+    cols[1].metric("Epochs", summary.epochs_completed)
+    cols[2].metric("Training time", f"{summary.train_seconds:.0f} s")
+    cols[3].metric("Trainable weights", f"{summary.trainable_params:,}")
 
 
 def per_class_ui(view: RunView) -> None:
-    per_class = (view.summary or {}).get("per_class")
+    per_class = view.summary.per_class if view.summary else None
     if not per_class:
         return
     st.markdown("**Per class:** precision = of the images predicted as this class, the share that were; "
@@ -255,8 +181,15 @@ def status_panel(run_id: str, drawn: tuple[int, bool] | None) -> None:
         return
     if drawn is not None and (view.terminal or chart_progress(view) != drawn):
         st.rerun()  # the charts' new point or epoch; a run that has ended is drawn once more without the timers
-    st.subheader(f"Run: {view.config.get('strategy')} · {view.config.get('backbone')} — {view.status}")
-    status_ui(view)
+    st.subheader(f"Run: {view.facts.get('strategy')} · {view.facts.get('backbone')} — {view.status}")
+    fraction, line = view.progress_bar()
+    st.progress(fraction, text=line)
+    if view.status not in ("stopped", "failed", "interrupted"):  # those get a box of their own below
+        st.caption(view.explanation())
+    if view.live and not view.elsewhere:
+        st.button("Stopping after this batch…" if view.stopping else "Stop", key="stop", disabled=view.stopping,
+                  on_click=get_registry().stop, args=(view.id,),
+                  help="Stops between two batches and keeps what the model has learned so far.")
 
 
 def charts_panel(run_id: str) -> None:
@@ -265,8 +198,7 @@ def charts_panel(run_id: str) -> None:
     if view is None:
         return
     curves_ui(view)
-    distill_ui(view)
-    dann_ui(view)
+    panels_ui(view)
     per_class_ui(view)
 
 
@@ -275,53 +207,24 @@ def chart_progress(view: RunView) -> tuple[int, bool]:
     return len(view.metrics), bool(view.metrics or view.batches)
 
 
-@st.cache_data(show_spinner="Measuring teacher and student on this computer…", max_entries=16)
-def comparison(run_dir: str) -> pd.DataFrame:
-    return teacher_student_comparison(run_dir)
+@st.cache_data(show_spinner="Measuring and drawing what this strategy shows of the run…", max_entries=16)
+def ended_panels(run_dir: str, status: str, _view: RunView) -> list[Panel]:
+    """The panels of a run that has ended, worked out once: they no longer change, and one may measure the run's
+    models (the first time only: the measurement is kept in the run's folder)."""
+    return get_strategy(_view.config.strategy).panels(_view.record)
 
 
-def distill_ui(view: RunView) -> None:
-    """A distillation run: its teacher, and once finished both models measured side by side."""
-    if view.config.get("strategy") != "distill":
-        return
-    teacher = view.config.get("teacher") or {}
-    st.subheader("Teacher and student")
-    st.caption(f"Teacher: run `{teacher.get('run_id')}` ({teacher.get('backbone')}, {teacher.get('strategy')}). "
-               "Its answers for the training images were computed once, before the first epoch.")
-    if view.status != "finished":
-        st.caption("Both models are measured side by side when the run has finished.")
+def panels_ui(view: RunView) -> None:
+    """What the run's strategy draws beyond the common charts (its `panels`)."""
+    if view.config is None:  # an imported model: no strategy of this version
         return
     try:
-        table = comparison(str(view.dir))
-    except (FileNotFoundError, ValueError, DataError) as error:
-        st.warning(f"The teacher and the student cannot be compared: {error}")
+        panels = (ended_panels(str(view.dir), view.status, view) if view.terminal
+                  else get_strategy(view.config.strategy).panels(view.record))
+    except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError
+        st.warning(f"What the {view.config.strategy} strategy shows of this run cannot be drawn: {error}")
         return
-    st.dataframe(table.style.format({"val accuracy": "{:.1%}", "parameters": "{:,.0f}", "size on disk MB": "{:.2f}",
-                                     "CPU latency ms": "{:.1f}"}), key="distill_table")
-    st.plotly_chart(charts.teacher_student_figure(table), key="distill_bars")
-    st.caption("Accuracy on the student's validation images (the same images for both); size of each "
-               "model.safetensors; latency: median of single-image forward passes on one thread of this computer's "
-               "CPU, measured when this page first showed the run (other work on the computer slows it).")
-
-
-def dann_ui(view: RunView) -> None:
-    """A DANN run: source, target and domain accuracy and lambda per epoch, and the feature map before and after."""
-    if view.config.get("strategy") != "dann":
-        return
-    target = view.config.get("target") or {}
-    st.subheader("Domain adaptation")
-    st.caption(f"Target images: `{target.get('data')}`: {target.get('note', '').rstrip('.')}.")
-    if view.metrics:
-        st.plotly_chart(charts.dann_curves(view.metrics, view.config.get("epochs")), key="dann_curves",
-                        config=chart_config(view))
-        st.caption("The domain classifier tries to tell source from target features; the backbone is trained to "
-                   "fool it (λ weighs how hard). Near 50% it can no longer tell them apart.")
-    maps = dann.feature_map(view.dir)
-    if maps:
-        st.plotly_chart(charts.feature_map_figure(maps), key="feature_map")
-        st.caption("Each dot is an image: its pooled features projected to 2-D (PCA), source in blue, target in red. "
-                   "Adaptation should bring the two clouds together while each class stays a group of its own."
-                   + ("" if "after" in maps else " The map after adaptation appears when training has finished."))
+    draw_panels(panels, chart_config(view))
 
 
 def show_run(run_id: str) -> None:
@@ -335,9 +238,8 @@ def show_run(run_id: str) -> None:
     status_pace = (FIRST_POINT_REFRESH_SECONDS if waiting_for_first_point else STATUS_REFRESH_SECONDS) if live else None
     st.fragment(status_panel, run_every=status_pace)(run_id, drawn)
     if view is not None:  # what changes only when a run ends, when the whole page is drawn again
-        outcome_ui(view)
+        notes_ui(view)
         result_ui(view)
-        facts_ui(view)
     st.fragment(charts_panel, run_every=MID_EPOCH_CHART_REFRESH_SECONDS if live else None)(run_id)
 
 

@@ -18,8 +18,7 @@ from workbench.runs.records import RunRecord
 from workbench.runs.registry import latest_confusion_matrix, race_budget
 from workbench.strategies import STRATEGIES
 
-DEFAULT_CHOICES = {"backbone": "tf_efficientnet_lite0", "strategy": "linear_probe"}
-RACE_STRATEGIES = [name for name in ("linear_probe", "partial", "full", "scratch") if name in STRATEGIES]
+RACE_STRATEGIES = [name for name, strategy in STRATEGIES.items() if strategy.race]  # those needing only the data
 REFRESH_SECONDS = 2.0
 PICKED = "compare_picked"  # session_state: run ids whose curves are overlaid
 SHOWN_BY_DEFAULT = 4
@@ -34,7 +33,7 @@ def base_config() -> RunConfig | None:
     dataset = st.session_state.get(DATASET)
     if not dataset:
         return None
-    choices = st.session_state.get(CHOICES) or DEFAULT_CHOICES
+    choices = st.session_state.get(CHOICES) or {}  # none yet: RunConfig's defaults
     return RunConfig.from_dict({**choices, "data": dataset})
 
 
@@ -53,7 +52,7 @@ def race_ui() -> None:
     st.caption(f"Every strategy trains **{config.backbone}** on **{Path(config.data).name}** with the "
                "same seed, epochs and image size, one after another; each keeps its own learning rate.")
     with st.form("race"):
-        strategies = st.multiselect("Strategies", list(STRATEGIES), default=RACE_STRATEGIES, key="race_strategies",
+        strategies = st.multiselect("Strategies", RACE_STRATEGIES, default=RACE_STRATEGIES, key="race_strategies",
                                     format_func=lambda name: STRATEGIES[name].title)
         left, right = st.columns(2)
         epochs = left.number_input("Epochs (each)", min_value=1, max_value=200, value=budget.epochs)
@@ -81,8 +80,8 @@ def sweep_ui() -> None:
     except ValueError as error:
         st.error(f"The current choices cannot run: {error}")
         return
-    st.caption(f"Partial fine-tuning of **{config.backbone}** with 0 (train everything) up to "
-               f"{depths_available[-1]} (only the head) layer groups frozen, same epochs and image size for each.")
+    st.caption(f"**{config.backbone}** fine-tuned with 0 (train everything) up to {depths_available[-1]} (only the "
+               "head) layer groups frozen, same epochs and image size for each.")
     with st.form("sweep"):
         depths = st.multiselect("Freeze depths", depths_available, default=depths_available, key="sweep_depths")
         epochs = st.number_input("Epochs (each)", min_value=1, max_value=200, value=budget.epochs)
@@ -99,7 +98,7 @@ def sweep_plot(records: list[RunRecord]) -> None:
         return
     points = charts.freeze_sweep_points(records, config.data, config.backbone)
     if len(points) >= 2:
-        st.markdown(f"**Accuracy and time against freeze depth** ({config.backbone}, partial fine-tuning)")
+        st.markdown(f"**Accuracy and time against freeze depth** ({config.backbone})")
         st.plotly_chart(charts.freeze_sweep_figure(points), key="sweep_plot")
 
 
@@ -155,7 +154,7 @@ def matrices_ui(picked: list[RunRecord], labels: dict[str, str]) -> None:
     for start in range(0, len(with_matrix), MATRICES_PER_ROW):
         row = with_matrix[start:start + MATRICES_PER_ROW]
         for column, (record, matrix) in zip(st.columns(MATRICES_PER_ROW), row, strict=False):
-            names = record.config.get("class_names") or record.summary["class_names"]
+            names = record.class_names
             title = labels[record.id].replace(" · ", "<br>", 1)  # narrow columns: strategy on its own line
             figure = charts.confusion_figure(matrix, names, title, colour_scale=False)
             column.plotly_chart(figure, key=f"cm_{record.id}")

@@ -112,4 +112,4 @@ def test_sessions_share_one_queue_and_stop_only_their_own_run(registry, compile_
     first, second = _training_interval(by_user[running[0]]), _training_interval(by_user[queued[0]])
     assert first[1] <= second[0], "two runs trained at the same time"
     assert sorted(p.name for p in registry.runs_dir.iterdir()) == sorted([running[0], queued[0]])
-    assert all(registry.view(id_).summary["status"] == "stopped" for id_ in (running[0], queued[0]))
+    assert all(registry.view(id_).summary.status == "stopped" for id_ in (running[0], queued[0]))

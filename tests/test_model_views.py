@@ -12,25 +12,25 @@ from workbench.analysis.model_views import (
     THUMBNAIL_SIZE,
     TRAINABLE_COLOUR,
     class_counts_figure,
+    freeze_plan,
     freeze_summary,
     group_roles,
     groups_figure,
     layer_lr_figure,
-    layer_lr_rows,
+    layer_lr_note,
+    layer_lr_plan,
     layer_lr_table,
     lr_finder_figure,
     lr_text,
-    meta_model,
-    model_groups,
     round_lr,
     schedule_figure,
     short_count,
     thumbnails,
 )
 from workbench.data import open_dataset
-from workbench.engine.config import SCHEDULES
-from workbench.models.backbones import layer_groups
-from workbench.strategies import apply_freezing, trainable_parameter_count
+from workbench.engine.config import SCHEDULES, RunConfig
+from workbench.models.backbones import layer_groups, meta_model, model_groups
+from workbench.strategies import apply_freezing, get_strategy, trainable_parameter_count
 
 from .conftest import SHAPES
 
@@ -105,9 +105,15 @@ def test_roles_and_counts_read_plainly():
     assert [short_count(n) for n in (928, 45_600, 1_234_567, 2_000_000_000)] == ["928", "45.6k", "1.2M", "2.0B"]
 
 
+def layer_lrs(backbone: str, lr: float, layer_decay: float, strategy: str = "discriminative") -> list[dict] | None:
+    """The Model page's per-layer learning rates for `strategy` with this layer decay."""
+    config = RunConfig(data="", backbone=backbone, strategy=strategy, lr=lr, options={"layer_decay": layer_decay})
+    return layer_lr_plan(get_strategy(strategy), backbone, 5, config)
+
+
 @pytest.mark.parametrize(("backbone", "layers"), [("test_resnet", 6), ("test_vit", None), ("test_efficientnet", None)])
 def test_each_layer_gets_the_decayed_learning_rate_of_the_layer_above(backbone, layers):
-    rows = layer_lr_rows(meta_model(backbone, 5), lr=1e-3, layer_decay=0.5)
+    rows = layer_lrs(backbone, lr=1e-3, layer_decay=0.5)
     assert layers is None or len(rows) == layers
     assert [r["layer"] for r in (rows[0], rows[-1])] == ["stem", "head"]
     assert [r["lr"] for r in rows] == pytest.approx([1e-3 * 0.5 ** k for k in reversed(range(len(rows)))])
@@ -115,7 +121,7 @@ def test_each_layer_gets_the_decayed_learning_rate_of_the_layer_above(backbone, 
 
 
 def test_layers_are_named_after_the_module_they_start_with():
-    rows = layer_lr_rows(meta_model("test_resnet", 5), lr=1e-3, layer_decay=0.7)
+    rows = layer_lrs("test_resnet", lr=1e-3, layer_decay=0.7)
     assert [r["layer"] for r in rows] == ["stem", "layer1.0", "layer2.0", "layer3.0", "layer4.0", "head"]
     table = layer_lr_table(rows)
     assert table["share of the head's LR"].tolist() == pytest.approx([0.7 ** k for k in range(5, -1, -1)])
@@ -123,12 +129,64 @@ def test_layers_are_named_after_the_module_they_start_with():
 
 
 def test_layer_lr_figure_is_one_labelled_bar_per_layer_on_a_log_axis():
-    rows = layer_lr_rows(meta_model("test_resnet", 5), lr=1e-3, layer_decay=0.5)
+    rows = layer_lrs("test_resnet", lr=1e-3, layer_decay=0.5)
     fig = layer_lr_figure(rows)
     (bars,) = fig.data
     assert list(bars.x) == [r["layer"] for r in rows] and fig.layout.yaxis.type == "log"
     assert bars.text[-1] == "1e-3" and bars.text[0] == "3.1e-5"
     assert "32× less" in fig.layout.title.text
+
+
+def test_layer_lr_note_says_the_head_rate_and_the_factor_between_layers():
+    note = layer_lr_note(layer_lrs("test_resnet", lr=1e-3, layer_decay=0.7))
+    assert "(1e-3)" in note and "each layer under it at 0.7× the rate of the layer above" in note
+    assert "6 layers" in note
+    uneven = [{"lr": 1e-5}, {"lr": 1e-4}, {"lr": 5e-4}, {"lr": 1e-3}]
+    assert "down to 0.01× at the stem" in layer_lr_note(uneven)
+
+
+@pytest.mark.parametrize("strategy", ["partial", "dann"])
+def test_every_other_layer_lr_plan_is_none_or_the_shared_decay(strategy):
+    rows = layer_lrs("test_resnet", lr=1e-3, layer_decay=0.5, strategy=strategy)
+    assert rows is None if strategy == "partial" else [r["lr"] for r in rows] == pytest.approx(
+        [1e-3 * 0.5**k for k in range(5, -1, -1)])
+
+
+def plan(strategy: str, **settings) -> object:
+    options = settings.pop("options", None)
+    config = RunConfig(data="", backbone="test_resnet", strategy=strategy, options=options, **settings)
+    return freeze_plan(get_strategy(strategy), "test_resnet", 5, config)
+
+
+@pytest.mark.parametrize(("strategy", "settings", "frozen"), [
+    ("linear_probe", {}, 5), ("full", {}, 0), ("scratch", {}, 0), ("partial", {}, 2),
+    ("partial", {"freeze_depth": 4}, 4),
+    ("gradual", {"epochs": 2}, 4), ("gradual", {"epochs": 6}, 0), ("gradual", {"epochs": 6, "freeze_depth": 3}, 3),
+    ("gradual", {"epochs": 4, "options": {"epochs_per_phase": 2}}, 4)])
+def test_freeze_plan_follows_each_strategys_hooks_to_the_last_epoch(groups, strategy, settings, frozen):
+    shown = plan(strategy, **settings)
+    assert shown.frozen == frozen
+    assert shown.per_group[:frozen] == [0] * frozen
+    assert shown.per_group[frozen:] == [g.num_params for g in groups[frozen:]]
+    assert shown.summary() == freeze_summary(groups, frozen)
+
+
+def test_freeze_plan_of_gradual_unfreezing_says_what_more_epochs_would_do():
+    assert "More epochs would unfreeze deeper groups" in plan("gradual", epochs=2).note
+    assert "More epochs" not in plan("gradual", epochs=6).note
+    assert plan("full").note is None
+
+
+def test_freeze_plan_of_bitfit_counts_only_biases_and_norms_below_the_head(groups):
+    with_norms, biases = plan("bitfit"), plan("bitfit", options={"bitfit_norms": False})
+    assert with_norms.frozen == biases.frozen == 0
+    assert with_norms.per_group[-1] == biases.per_group[-1] == groups[-1].num_params  # the head trains whole
+    for more, fewer, group in zip(with_norms.per_group[:-1], biases.per_group[:-1], groups[:-1], strict=True):
+        assert 0 <= fewer <= more < group.num_params
+    assert 0 < biases.summary()["share"] < with_norms.summary()["share"] < 0.05
+    figure = groups_figure(groups, with_norms.frozen, with_norms.per_group)
+    assert {t.name for t in figure.data if t.showlegend} == {"partly trainable (only some of its parameters learn)",
+                                                            "trainable (learns from your images)"}
 
 
 def test_learning_rates_read_plainly():

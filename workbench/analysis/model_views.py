@@ -4,8 +4,10 @@ figures and plain values, so the pages only place them."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,7 +15,7 @@ import torch
 from PIL import Image
 
 from workbench.core.plot_style import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
-from workbench.data import DataError, HealthReport, ImageDataset, load_rgb
+from workbench.data import Augmentation, DataError, HealthReport, ImageDataset, load_rgb
 from workbench.engine import RunConfig, layer_learning_rates, lr_at
 from workbench.models.backbones import LayerGroup, layer_groups, meta_model
 from workbench.strategies import Strategy, trainable_per_group
@@ -22,7 +24,7 @@ THUMBNAIL_SIZE = 96
 FROZEN_COLOUR, PARTLY_COLOUR, TRAINABLE_COLOUR = "#9fb3c8", "#f9d29d", "#f28e2b"
 STATES = {  # state -> (label in a box, legend entry, colour)
     "frozen": ("🔒 frozen", "frozen (keeps its pretrained weights)", FROZEN_COLOUR),
-    "partly": ("partly learns", "partly trainable (only biases / norms learn)", PARTLY_COLOUR),
+    "partly": ("partly learns", "partly trainable (only some of its parameters learn)", PARTLY_COLOUR),
     "trains": ("learns", "trainable (learns from your images)", TRAINABLE_COLOUR),
 }
 TEXT_COLOUR = "#1b2733"
@@ -57,6 +59,15 @@ def thumbnails(dataset: ImageDataset, per_class: int = 6) -> dict[str, list[Imag
     return shown
 
 
+def preview_note(image: str | Path, preset: Augmentation, count: int, image_size: int) -> str:
+    """The caption under the augmentation preview: `count` copies of `image` through `preset` at `image_size` px."""
+    mixing = (" Strong also blends pairs of images in every batch (mixup / cutmix), which is not shown here."
+              if preset.mixes_images else "")
+    image = Path(image)
+    return (f"**What the network sees:** one training image, *{image.parent.name}/{image.name}*, {count} times "
+            f"through the {preset.title.lower()} preset at {image_size} px. Every epoch draws new changes.{mixing}")
+
+
 def freeze_plan(strategy: Strategy, backbone: str, num_classes: int, config: RunConfig) -> FreezePlan:
     """What trains in the last epoch of `config` under `strategy`, group by group, worked out by the strategy's own
     hooks on the model's structure (no weights): the Model page's freeze diagram for any strategy."""
@@ -75,6 +86,10 @@ class FreezePlan:
     frozen: int  # groups frozen from the stem up
     per_group: list[int]  # trainable parameters of each group
     note: str | None  # the strategy's sentence about it
+
+    def summary(self) -> dict:
+        """`freeze_summary` of this plan: trainable_params, total_params and share."""
+        return freeze_summary(self.groups, self.frozen, self.per_group)
 
 
 def layer_lr_plan(strategy: Strategy, backbone: str, num_classes: int, config: RunConfig) -> list[dict] | None:
@@ -191,6 +206,16 @@ def layer_lr_rows(model: torch.nn.Module, param_groups: list[dict], lr: float) -
     rows = layer_learning_rates(model, param_groups, lr)
     names = ["stem", *[_layer_name(r["first"]) for r in rows[1:-1]], "head"] if len(rows) > 1 else ["head"]
     return [{**row, "layer": name} for row, name in zip(rows, names, strict=True)]
+
+
+def layer_lr_note(rows: list[dict]) -> str:
+    """The sentence under the per-layer learning rates (`layer_lr_plan`'s rows, stem first, the head last)."""
+    head = rows[-1]["lr"]
+    ratios = {round(below["lr"] / above["lr"], 4) for below, above in itertools.pairwise(rows)}
+    spread = (f"each layer under it at {ratios.pop():g}× the rate of the layer above" if len(ratios) == 1 else
+              f"the layers under it at smaller rates, down to {rows[0]['lr'] / head:.2g}× at the stem")
+    return (f"The head learns at the learning rate chosen below ({lr_text(head)}); {spread}. The optimiser cuts the "
+            f"model into {len(rows)} layers for this.")
 
 
 def layer_lr_table(rows: list[dict]) -> pd.DataFrame:
