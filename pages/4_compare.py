@@ -19,6 +19,7 @@ from workbench.runs.registry import latest_confusion_matrix, race_budget
 from workbench.strategies import STRATEGIES
 
 RACE_STRATEGIES = [name for name, strategy in STRATEGIES.items() if strategy.race]  # those needing only the data
+RACE_DEFAULT = [name for name in RACE_STRATEGIES if STRATEGIES[name].race_default]
 REFRESH_SECONDS = 2.0
 PICKED = "compare_picked"  # session_state: run ids whose curves are overlaid
 SHOWN_BY_DEFAULT = 4
@@ -52,7 +53,7 @@ def race_ui() -> None:
     st.caption(f"Every strategy trains **{config.backbone}** on **{Path(config.data).name}** with the "
                "same seed, epochs and image size, one after another; each keeps its own learning rate.")
     with st.form("race"):
-        strategies = st.multiselect("Strategies", RACE_STRATEGIES, default=RACE_STRATEGIES, key="race_strategies",
+        strategies = st.multiselect("Strategies", RACE_STRATEGIES, default=RACE_DEFAULT, key="race_strategies",
                                     format_func=lambda name: STRATEGIES[name].title)
         left, right = st.columns(2)
         epochs = left.number_input("Epochs (each)", min_value=1, max_value=200, value=budget.epochs)

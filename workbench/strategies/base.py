@@ -197,6 +197,9 @@ class Strategy:
     """The freeze-depth slider's label on the Model page; None: this strategy has no freeze depth."""
     race: ClassVar[bool] = True
     """Offered in the Compare page's race: it needs nothing beyond the data (no teacher, no target images)."""
+    race_default: ClassVar[bool] = False
+    """Ticked when the race form opens: the classic lesson (from scratch, linear probe, partial, full) rather than
+    every strategy at once, which on a laptop CPU would queue an hour of training with one click."""
 
     # -- settings ---------------------------------------------------------------------------------------------
     def make_options(self, values: Any = None) -> Any:

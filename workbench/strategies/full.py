@@ -19,3 +19,4 @@ class Full(Strategy):
     trains = "every layer"
     default_epochs = 5
     default_lr = 5e-4
+    race_default = True

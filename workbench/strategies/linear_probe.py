@@ -21,6 +21,7 @@ class LinearProbe(Strategy):
     trains = "only the new classifier head"
     default_epochs = 30
     default_lr = 1e-2
+    race_default = True
 
     def trains_backbone(self, config) -> bool:
         return False

@@ -22,6 +22,7 @@ class Partial(Strategy):
     trains = "the later layer groups and the head"
     default_epochs = 5
     default_lr = 1e-3
+    race_default = True
     freeze_label = "Freeze depth: layer groups kept frozen, counted from the stem"
 
     def default_freeze_depth(self, groups) -> int:

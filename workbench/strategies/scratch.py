@@ -20,6 +20,7 @@ class Scratch(Strategy):
     trains = "every layer, from random weights"
     default_epochs = 5
     default_lr = 2e-3
+    race_default = True
     pretrained = False
 
     def code(self, config, groups) -> StrategyCode:
