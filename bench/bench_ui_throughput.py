@@ -56,9 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def measured(summary: dict, side: str, load_before: float, seconds: float) -> dict:
-    return {"side": side, "images_per_s": summary["images_per_s"], "train_seconds": summary["train_seconds"],
-            "val_accuracy": summary["val_accuracy"], "load_before": round(load_before, 2),
+def measured(summary: runs.RunSummary, side: str, load_before: float, seconds: float) -> dict:
+    return {"side": side, "images_per_s": summary.images_per_s, "train_seconds": summary.train_seconds,
+            "val_accuracy": summary.val_accuracy, "load_before": round(load_before, 2),
             "wall_seconds": round(seconds, 1)}
 
 
@@ -71,7 +71,7 @@ def cli_run(args: argparse.Namespace, folder: Path) -> dict:
     subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     (run_dir,) = (folder / "runs").iterdir()
-    summary = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
+    summary = runs.load_run(run_dir).summary
     return measured(summary, "CLI", load, time.monotonic() - start)
 
 
@@ -85,7 +85,7 @@ def ui_run(args: argparse.Namespace, folder: Path) -> dict:
         load, start = os.getloadavg()[0], time.monotonic()
         train.click()
         run_heading(page).filter(has_text="— finished").wait_for(timeout=RUN_TIMEOUT_S * 1000)
-        summary = json.loads((server.runs_dir / run_id_in_url(page) / runs.SUMMARY_FILE).read_text())
+        summary = runs.load_run(server.runs_dir / run_id_in_url(page)).summary
     return measured(summary, "UI", load, time.monotonic() - start)
 
 

@@ -30,9 +30,7 @@ def get_predictor(run_dir: str, model_time: float) -> Predictor:
 
 def runs_with_model() -> list[RunRecord]:
     """Every run that has ended with a saved model (imported ones included), newest first."""
-    # an interrupted run keeps its last checkpoint: usable, like a stopped run's model
-    return [record for record in get_registry().records()
-            if record.has_model and (record.summary or record.status == "interrupted")]
+    return [record for record in get_registry().records() if record.has_model]
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -40,7 +38,7 @@ def runs_with_model() -> list[RunRecord]:
 
 
 def run_label(record: RunRecord, label: str) -> str:
-    accuracy = (record.summary or {}).get("val_accuracy")
+    accuracy = record.summary.val_accuracy if record.summary else None
     scored = f" · {accuracy:.0%} right on validation" if accuracy is not None else ""
     return f"{label}{scored}"
 
@@ -52,7 +50,8 @@ def run_ui(records: list[RunRecord]) -> RunRecord | None:
                 "or bring in a model exported earlier with **Import a model zip** below.")
         return None
     return pick_run(records, "Model", PICKED, describe=run_label,
-                    help="Every run that finished (or was stopped) with a saved model, newest first.")
+                    help="Every run that ended with a saved model, newest first (a stopped, failed or interrupted run "
+                         "keeps the model of its last saved epoch).")
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -86,7 +85,7 @@ def prediction_ui(predictor: Predictor, image) -> None:
 
 def predict_ui(record: RunRecord) -> None:
     st.subheader("Try it on new pictures")
-    names = ", ".join((record.summary or {}).get("class_names") or record.config.get("class_names") or [])
+    names = ", ".join(record.class_names)
     st.caption(f"The model chooses between: {names}. It always picks one of these, even for a picture of something "
                "else, so a low percentage means it is unsure.")
     images = images_ui()
@@ -143,7 +142,7 @@ def code_ui(record: RunRecord) -> None:
     st.caption("The same training written out as one plain Python script, with only timm and torch: the same "
                "folder, split, backbone, freezing rule, optimizer and schedule. Read it, change it, run it with "
                "`python train_script.py`, and compare its accuracy with this run's.")
-    st.download_button("Download the script (.py)", data=script, file_name=f"train_{record.config['strategy']}.py",
+    st.download_button("Download the script (.py)", data=script, file_name=f"train_{record.strategy}.py",
                        mime="text/x-python", key="download_code")
     with st.expander("The script", expanded=True):
         st.code(script, language="python", line_numbers=True)

@@ -75,8 +75,8 @@ def predictions_of(record: RunRecord) -> list[insight.ValPrediction] | None:
 
 
 def runs_with_model() -> list[RunRecord]:
-    """Runs that ended (finished or stopped) with a saved model, newest first."""
-    return [r for r in get_registry().records() if r.summary and r.summary.get("status") != "failed" and r.has_model]
+    """Runs that ended with a saved model, newest first (imported models too: Grad-CAM works on an uploaded picture)."""
+    return [r for r in get_registry().records() if r.has_model]
 
 
 def default_run(records: list[RunRecord]) -> str:
@@ -85,7 +85,7 @@ def default_run(records: list[RunRecord]) -> str:
     for candidate in (st.query_params.get("run"), st.session_state.get(RUN_ID)):
         if candidate in ids:
             return candidate
-    finished = [r for r in records if r.summary.get("status") == "finished"]
+    finished = [r for r in records if r.status == "finished"]
     return (finished or records)[0].id
 
 
@@ -99,10 +99,6 @@ def run_ui(records: list[RunRecord]) -> RunRecord | None:
                       help="Every run that ended with a saved model, newest first.")
     st.query_params["run"] = chosen.id
     return chosen
-
-
-def class_names_of(record: RunRecord) -> list[str]:
-    return (record.summary or {}).get("class_names") or record.config.get("class_names") or []
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -155,9 +151,9 @@ def confusion_ui(record: RunRecord) -> None:
     predictions = predictions_of(record)
     if predictions is None:
         return
-    class_names = class_names_of(record)
+    class_names = record.class_names
     matrix = insight.prediction_matrix(predictions, class_names)
-    recorded = (record.summary or {}).get("confusion_matrix")
+    recorded = record.summary.confusion_matrix if record.summary else None
     if recorded and recorded != matrix:
         st.warning("These predictions, made again now, differ from the matrix the run recorded at its end: the "
                    "dataset may have changed since, or the run trained on a GPU (whose bfloat16 arithmetic rounds "
@@ -213,7 +209,7 @@ def _png_bytes(image) -> bytes:
 
 def comparable_runs(record: RunRecord, records: list[RunRecord]) -> list[RunRecord]:
     """Other runs with the same classes: the same picture can be explained by both."""
-    return [r for r in records if r.id != record.id and class_names_of(r) == class_names_of(record)]
+    return [r for r in records if r.id != record.id and r.class_names == record.class_names]
 
 
 def explanation_of(record: RunRecord, image: str | bytes, class_name: str | None) -> insight.Explanation | None:
@@ -236,7 +232,7 @@ def gradcam_ui(record: RunRecord, records: list[RunRecord]) -> None:
                "evidence is strongest, blue where there is none. Pick a class to ask *why not this one?*")
     image = cam_image_ui(record)
     left, right = st.columns(2)
-    class_name = left.selectbox("Heat for", [PREDICTED, *class_names_of(record)], key="insight_cam_class")
+    class_name = left.selectbox("Heat for", [PREDICTED, *record.class_names], key="insight_cam_class")
     others = comparable_runs(record, records)
     labels = charts.run_labels(records)
     other_id = right.selectbox("Side by side with", ["none", *[r.id for r in others]], key="insight_cam_other",
@@ -316,7 +312,7 @@ def report_ui(record: RunRecord) -> None:
     predictions = predictions_of(record)
     if predictions is None:
         return
-    class_names = class_names_of(record)
+    class_names = record.class_names
     report = insight.class_report(insight.prediction_matrix(predictions, class_names), class_names)
     st.caption("Precision: of the images predicted as this class, the share that were. Recall: of this class's "
                "images, the share found. F1: the harmonic mean of the two. Support: validation images of the class.")

@@ -34,8 +34,8 @@ def job_board() -> dict[str, Job]:
 
 
 def compressible_runs() -> list[RunRecord]:
-    """Finished runs with a saved model and a dataset to measure on, newest first."""
-    return [r for r in get_registry().records() if r.summary and r.has_model and r.config.get("data")]
+    """Runs that ended with a saved model and a dataset to measure on, newest first."""
+    return [r for r in get_registry().records() if r.has_model and r.data]
 
 
 def run_ui(records: list[RunRecord]) -> RunRecord | None:
@@ -47,7 +47,7 @@ def run_ui(records: list[RunRecord]) -> RunRecord | None:
 
 
 def with_accuracy(record: RunRecord, label: str) -> str:
-    accuracy = (record.summary or {}).get("val_accuracy")
+    accuracy = record.summary.val_accuracy if record.summary else None
     return label + (f" · {accuracy:.0%}" if accuracy is not None else "")
 
 

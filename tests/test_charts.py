@@ -64,11 +64,12 @@ def test_overlay_draws_one_line_per_run():
     assert fig.layout.title.text == "Validation accuracy" and fig.layout.yaxis.tickformat == ".0%"
 
 
-def _record(run_id: str, strategy: str, summary: dict | None, metrics: list[dict] | None = None) -> RunRecord:
+def _record(run_id: str, strategy: str, summary: dict | None, metrics: list[dict] | None = None,
+            **facts) -> RunRecord:
     config = {"backbone": "test_resnet", "strategy": strategy, "frozen_groups": 2, "image_size": 64,
               "trainable_params": 1234, "data": "/data/shapes", "class_names": NAMES,
-              "weights_source": {"description": "none (random init)", "pretrained": False}}
-    return RunRecord(run_id, Path("/runs") / run_id, config, metrics or [], summary)
+              "weights_source": {"description": "none (random init)", "pretrained": False}, **facts}
+    return RunRecord.from_dicts(Path("/runs") / run_id, config, summary, metrics)
 
 
 FINISHED = {"status": "finished", "val_accuracy": 0.9, "epochs_completed": 2, "trainable_params": 1234,
@@ -91,6 +92,21 @@ def test_runs_table_has_a_row_per_run_with_the_recorded_values():
     assert list(table["status"]) == ["finished", "running", "interrupted"]
     assert table.iloc[1]["val accuracy"] == 0.3  # a live run shows its latest epoch
     assert table.iloc[1]["weight source"] == "none (random init)"
+
+
+def test_an_imported_model_has_a_row_and_a_label_without_a_config():
+    run_id = "20250101-120000-imported-test_resnet-eeee"
+    record = RunRecord.from_dicts(
+        Path("/runs") / run_id,
+        {"data": None, "backbone": "test_resnet", "strategy": "imported", "image_size": 64, "class_names": NAMES},
+        {"status": "finished", "imported": True, "val_accuracy": 0.8, "class_names": NAMES,
+         "pretrained": {"description": "imported from model.zip"}})
+    assert record.config is None
+    row = charts.runs_table([record]).iloc[0]
+    assert (row["strategy"], row["backbone"], row["status"], row["val accuracy"]) == \
+        ("imported", "test_resnet", "finished", 0.8)
+    assert row["image size"] == 64 and row["dataset"] is None and row["weight source"] == "imported from model.zip"
+    assert charts.run_labels([record])[run_id] == "imported · test_resnet · 12:00:00"
 
 
 def test_best_values_are_highlighted():
@@ -131,9 +147,8 @@ def test_gradual_unfreezing_phases_are_marked_on_the_curves():
 
 def test_freeze_sweep_plots_the_newest_finished_partial_run_per_depth():
     def record(run_id, depth, acc, status="finished", strategy="partial"):
-        rec = _record(run_id, strategy, {"status": status, "val_accuracy": acc, "train_seconds": 10.0 - depth})
-        rec.config.update(data="d", backbone="b", frozen_groups=depth)
-        return rec
+        return _record(run_id, strategy, {"status": status, "val_accuracy": acc, "train_seconds": 10.0 - depth},
+                       data="d", backbone="b", frozen_groups=depth)
 
     records = [record("3", 2, 0.9), record("2", 2, 0.5), record("1", 0, 0.8), record("0", 1, 0.7, "failed"),
                record("x", 1, 0.99, strategy="full")]

@@ -11,7 +11,6 @@ from streamlit.testing.v1 import AppTest
 
 from ui_common import CHOICES, DATASET
 from workbench import runs
-from workbench.analysis import charts
 from workbench.data import DataError
 from workbench.engine import Run
 from workbench.engine.config import RunConfig
@@ -71,7 +70,7 @@ def test_a_target_folder_without_images_is_refused_with_its_name(tmp_path):
 
 
 def test_missing_target_data_is_refused_before_anything_is_written(runs_dir):
-    run = Run(RunConfig(**BUDGET, strategy="dann", target_data="no/such/folder")).run()
+    run = Run(RunConfig(**BUDGET, strategy="dann", options={"target_data": "no/such/folder"})).run()
     assert run.status == "failed" and "no/such/folder" in run.error
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
     run = Run(RunConfig(**BUDGET, strategy="dann")).run()
@@ -84,7 +83,8 @@ def adapted(tmp_path_factory):
     About 30 s on an idle 2-core CPU."""
     runs_dir = tmp_path_factory.mktemp("runs")
     source_only = Run(RunConfig(**BUDGET, strategy="discriminative", runs_dir=str(runs_dir))).run()
-    adapted = Run(RunConfig(**BUDGET, strategy="dann", target_data=str(SHAPES_SHIFTED), runs_dir=str(runs_dir))).run()
+    adapted = Run(RunConfig(**BUDGET, strategy="dann", options={"target_data": str(SHAPES_SHIFTED)},
+                            runs_dir=str(runs_dir))).run()
     assert source_only.status == adapted.status == "finished", (source_only.error, adapted.error)
     return adapted, source_only
 
@@ -93,7 +93,8 @@ def adapted(tmp_path_factory):
 def small_dann(tmp_path_factory):
     """A quick DANN run (tiny random-init model, 2 epochs) for what every DANN run must record and show."""
     config = RunConfig(data=str(SHAPES), backbone="test_resnet", image_size=32, batch_size=32, epochs=2, seed=0,
-                       strategy="dann", target_data=str(SHAPES_SHIFTED), runs_dir=str(tmp_path_factory.mktemp("runs")))
+                       strategy="dann", options={"target_data": str(SHAPES_SHIFTED)},
+                       runs_dir=str(tmp_path_factory.mktemp("runs")))
     run = Run(config).run()
     assert run.status == "finished", run.error
     return run
@@ -133,9 +134,9 @@ def test_feature_map_before_and_after_adaptation(small_dann):
         # a seeded sample of 200 images per domain (of 240 each) keeps the scatter readable
         assert len(stage["x"]) == len(stage["y"]) == len(stage["class"]) == 400
         assert stage["domain"].count("target") == stage["domain"].count("source") == 200
-    figure = charts.feature_map_figure(maps)
+    figure = dann.feature_map_figure(maps)
     assert len(figure.data) == 4  # source and target, before and after
-    curves = charts.dann_curves(runs.read_jsonl(dann_run.dir / runs.METRICS_FILE))
+    curves = dann.dann_curves(runs.read_jsonl(dann_run.dir / runs.METRICS_FILE))
     assert {trace.name.split(" (")[0] for trace in curves.data} >= {"target accuracy", "domain classifier accuracy"}
 
 

@@ -67,9 +67,9 @@ def test_soft_term_is_t_squared_kl_of_the_softened_answers():
 
 def test_config_checks_alpha_temperature_and_mixing_augmentation():
     with pytest.raises(ValueError, match="--distill-alpha"):
-        RunConfig(data="x", strategy="distill", distill_alpha=1.5)
+        RunConfig(data="x", strategy="distill", options={"distill_alpha": 1.5})
     with pytest.raises(ValueError, match="--distill-temperature"):
-        RunConfig(data="x", strategy="distill", distill_temperature=0)
+        RunConfig(data="x", strategy="distill", options={"distill_temperature": 0})
     with pytest.raises(ValueError, match="blends pairs of images"):
         RunConfig(data="x", strategy="distill", augment="strong")
 
@@ -77,7 +77,8 @@ def test_config_checks_alpha_temperature_and_mixing_augmentation():
 def test_missing_teacher_is_explained_and_nothing_is_written(runs_dir):
     run = Run(RunConfig(**STUDENT, data=str(SHAPES), strategy="distill")).run()
     assert run.status == "failed" and "--teacher-run" in run.error
-    run = Run(RunConfig(**STUDENT, data=str(SHAPES), strategy="distill", teacher_run="20990101-nobody")).run()
+    run = Run(RunConfig(**STUDENT, data=str(SHAPES), strategy="distill",
+                        options={"teacher_run": "20990101-nobody"})).run()
     assert run.status == "failed" and "'20990101-nobody' was not found" in run.error
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
@@ -104,8 +105,8 @@ def lesson(tmp_path_factory):
     original = Predictor.logits
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Predictor, "logits", lambda self, images: seen.extend(images) or original(self, images))
-        student = Run(RunConfig(**STUDENT, **DISTILL, data=str(noisy), strategy="distill", teacher_run=teacher.id,
-                                runs_dir=runs_dir)).run()
+        student = Run(RunConfig(**STUDENT, data=str(noisy), strategy="distill",
+                                options={**DISTILL, "teacher_run": teacher.id}, runs_dir=runs_dir)).run()
     assert teacher.status == labels_only.status == student.status == "finished", student.error
     return teacher, labels_only, student, seen
 
@@ -137,7 +138,7 @@ def test_record_names_the_teacher(lesson):
 
 def test_comparison_measures_size_parameters_latency_and_accuracy(lesson):
     teacher, _, student, _ = lesson
-    table = distill.teacher_student_comparison(student.dir)
+    table = distill.teacher_student_comparison(runs.load_run(student.dir))
     assert list(table.index) == ["teacher", "student"]
     for role, run in (("teacher", teacher), ("student", student)):
         row = table.loc[role]

@@ -135,8 +135,8 @@ def test_import_round_trips_predictions_and_is_listed_as_an_imported_run(exporte
 
     record = runs.list_runs(runs_dir)[0]
     assert record.dir == run_dir and record.has_model
-    assert record.config["strategy"] == "imported" and record.summary["imported"] is True
-    assert record.summary["val_accuracy"] == runs.load_run(tiny_run).summary["val_accuracy"]
+    assert record.strategy == "imported" and record.config is None and record.summary.get("imported") is True
+    assert record.summary.val_accuracy == runs.load_run(tiny_run).summary.val_accuracy
     paths = sorted(SHAPES.glob("*/*_01*.jpg"))
     assert torch.equal(Predictor.from_run(run_dir).logits(paths), Predictor.from_run(tiny_run).logits(paths))
     again = read_report(export_zip(run_dir, tmp_path / "again.zip"))
@@ -146,7 +146,7 @@ def test_import_round_trips_predictions_and_is_listed_as_an_imported_run(exporte
 def test_a_browser_upload_is_imported_under_its_own_name(exported, tmp_path):
     run_dir = import_upload("../../my model.zip", exported.read_bytes(), tmp_path / "runs")
     assert run_dir.parent == tmp_path / "runs"
-    assert runs.load_run(run_dir).config["imported_from"] == "my model.zip"
+    assert runs.load_run(run_dir).facts["imported_from"] == "my model.zip"
 
 
 @pytest.mark.parametrize("bad_name", ["../x", "folder/../../x", "/tmp/x"])

@@ -24,7 +24,8 @@ from streamlit.testing.v1 import AppTest
 from ui_common import RUN_ID, get_registry
 from workbench import runs
 from workbench.analysis import charts
-from workbench.engine import Run
+from workbench.core import runfolder
+from workbench.engine import Run, loop
 from workbench.engine import run as train
 from workbench.engine.config import RunConfig
 from workbench.runs.registry import RunRegistry
@@ -86,7 +87,9 @@ def test_a_loss_that_becomes_nan_stops_the_run_keeps_the_last_good_epoch_and_say
                     p.data.fill_(float("inf"))
         return out
 
-    monkeypatch.setattr(runs, "save_run_model", record)
+    # the loop saves each better epoch, the run saves the end; both look the function up in their own module
+    monkeypatch.setattr(loop, "save_run_model", record)
+    monkeypatch.setattr(train, "save_run_model", record)
     monkeypatch.setattr(torch.optim.AdamW, "step", exploding_step)
     run.run()
 
@@ -237,14 +240,14 @@ def test_a_torn_last_log_line_is_skipped(tmp_path):
 
 def _disk_full_for(monkeypatch, applies) -> None:
     """Writes of files for which `applies(path)` is true fail as on a full disk, once their data is written."""
-    flush = runs._flush_to_disk
+    flush = runfolder._flush_to_disk
 
     def full(path: Path) -> None:
         if applies(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         flush(path)
 
-    monkeypatch.setattr(runs, "_flush_to_disk", full)
+    monkeypatch.setattr(runfolder, "_flush_to_disk", full)
 
 
 def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch):
@@ -269,7 +272,7 @@ def test_disk_full_while_saving_is_reported_and_older_runs_are_untouched(runs_di
     assert no_room.status == "failed"
     assert no_room.error.startswith("The disk is full:") and runs.MODEL_FILE in no_room.error
     assert "Free some disk space" in no_room.hint and "untouched" in no_room.hint
-    assert runs.load_run(no_room.dir).summary["error"] == no_room.error
+    assert runs.load_run(no_room.dir).summary.error == no_room.error
     assert not (no_room.dir / runs.MODEL_FILE).exists()
 
     # 2. The disk fills up after the first epoch: nothing more can be written, not even the summary.

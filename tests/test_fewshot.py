@@ -46,9 +46,9 @@ def test_prototypes_from_five_images_per_class_are_far_above_chance(lite0_bank):
 def test_a_prototype_run_predicts_with_its_recorded_accuracy(tmp_path):
     run_dir, result = prototype_run(str(SHAPES), "tf_efficientnet_lite0", 5, tmp_path, image_size=SMALL)
     record = runs.load_run(run_dir)
-    assert record.config["strategy"] == "prototypes" and record.summary["status"] == "finished"
-    assert record.summary["val_accuracy"] == result.val_accuracy
-    assert record.summary["confusion_matrix"] == result.confusion_matrix
+    assert record.strategy == "prototypes" and record.summary.status == "finished"
+    assert record.summary.val_accuracy == result.val_accuracy
+    assert record.summary.confusion_matrix == result.confusion_matrix
     assert record.has_model  # so it appears on Compare, Predict and Compress like a trained run
     predictor = Predictor.from_run(run_dir)
     with validation_images(run_dir) as samples:
@@ -92,7 +92,7 @@ def test_the_curve_has_one_point_per_method_and_k(tmp_path):
     for point in curve["points"]:
         if point["run_id"]:
             run_dir = tmp_path / "data-efficiency" / curve["id"] / "runs" / point["run_id"]
-            assert runs.load_run(run_dir).config["num_val"] == curve["val_images"]
+            assert runs.load_run(run_dir).facts["num_val"] == curve["val_images"]
     assert (tmp_path / "data-efficiency" / curve["id"] / CURVE_FILE).exists()
     table = charts.data_efficiency_table(curve["points"])
     assert table.shape == (4, 2)

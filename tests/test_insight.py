@@ -70,13 +70,13 @@ def _predictions_from_scratch(run_dir: Path) -> dict[str, tuple[str, str]]:
 def test_confusion_cells_hold_exactly_their_images_and_add_up_to_the_recorded_matrix(trained):
     run_dir = trained("full")
     summary = runs.load_run(run_dir).summary
-    names = summary["class_names"]
+    names = summary.class_names
     truth = _predictions_from_scratch(run_dir)
     mistakes = 0
     for t, true_class in enumerate(names):
         for p, predicted_class in enumerate(names):
             cell = insight.cell_images(run_dir, true_class, predicted_class)
-            assert len(cell) == summary["confusion_matrix"][t][p]
+            assert len(cell) == summary.confusion_matrix[t][p]
             expected = {name for name, pair in truth.items() if pair == (true_class, predicted_class)}
             assert {image.name for image in cell} == expected
             assert [image.confidence for image in cell] == sorted((i.confidence for i in cell), reverse=True)

@@ -105,7 +105,7 @@ def _check_cell_shown(at: AppTest, run_dir, true_class: str, predicted_class: st
 def test_clicking_a_cell_or_picking_it_shows_exactly_the_images_of_that_cell(trained, runs_dir):
     run_dir = _copy(trained, "full", runs_dir, "20000101-000000-full-test_resnet-aaaa")
     summary = runs.load_run(run_dir).summary
-    names, matrix = summary["class_names"], summary["confusion_matrix"]
+    names, matrix = summary.class_names, summary.confusion_matrix
     (t1, p1), (t2, p2) = [(t, p) for t in range(len(names)) for p in range(len(names)) if t != p and matrix[t][p]][:2]
     at = _open(TABS[0])
     # a click on the matrix: Streamlit hands the page the clicked point (x: predicted, y: true)

@@ -64,8 +64,8 @@ def test_validation_predictions_reproduce_the_recorded_accuracy_and_confusion_ma
         predicted = predictor.logits([s.path for s in samples]).argmax(1)
     targets = torch.tensor([s.label for s in samples])
 
-    assert confusion_matrix(targets, predicted, len(predictor.class_names)) == summary["confusion_matrix"]
-    assert round((predicted == targets).float().mean().item(), 5) == summary["val_accuracy"]
+    assert confusion_matrix(targets, predicted, len(predictor.class_names)) == summary.confusion_matrix
+    assert round((predicted == targets).float().mean().item(), 5) == summary.val_accuracy
     assert len(set(predicted.tolist())) > 1, "a model that always says the same class would prove nothing"
 
 

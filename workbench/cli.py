@@ -319,7 +319,7 @@ def cmd_code(args: argparse.Namespace) -> int:
 
 
 def cmd_distill_report(args: argparse.Namespace) -> int:
-    table = teacher_student_comparison(args.run)
+    table = teacher_student_comparison(load_run(args.run))
     print(f"Teacher and student of {Path(args.run).name}, measured now on one thread of this computer's CPU "
           f"({os.cpu_count()} cores, torch {torch.__version__}); accuracy on the student's validation images:\n")
     print(table.to_markdown())
@@ -364,10 +364,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (insight.InsightError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    names = (record.summary or {}).get("class_names") or record.config.get("class_names")
+    names = record.class_names
     matrix = insight.prediction_matrix(predictions, names)
     accuracy = sum(p.correct for p in predictions) / max(1, len(predictions))
-    print(f"{record.id}: {record.config.get('strategy')} · {record.config.get('backbone')} · "
+    print(f"{record.id}: {record.strategy} · {record.backbone} · "
           f"{accuracy:.1%} of {len(predictions)} validation images right\n")
     print(insight.class_report(matrix, names).to_markdown(floatfmt=("", ".3f", ".3f", ".3f", ".0f")))
     confused = insight.most_confused(matrix, names)
@@ -483,10 +483,9 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     run_dir, result = prototype_run(args.data, args.backbone, shots, runs_dir, args.image_size, args.weights,
                                     args.val_fraction, args.seed, Reporter(progress_printer()))
-    summary = load_run(run_dir).summary or {}
     print(f"prototypes from {shots} image(s) per class: validation accuracy {result.val_accuracy:.1%} "
           f"(chance {1 / len(result.images_per_class):.0%}), {time.perf_counter() - started:.1f} s")
-    source = summary.get("pretrained") or {}
+    source = load_run(run_dir).summary.pretrained or {}  # the run was saved finished, with its summary
     loud = "" if source.get("pretrained") else "   <-- NOT PRETRAINED: random features make poor prototypes"
     print(f"pretrained: {source.get('description')}{loud}")
     print(f"run directory: {run_dir}  (predict with: python -m workbench predict --run {run_dir} IMAGE)")

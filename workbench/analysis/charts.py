@@ -4,6 +4,7 @@ only place them. Epochs are the x unit everywhere; a batch sits at a fraction of
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from workbench.core.plot_style import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
 from workbench.core.plot_style import epoch_axis as _epoch_axis
-from workbench.runs.records import RunRecord
+from workbench.runs.records import RunRecord, RunSummary
 
 METRIC_TITLES = {"val_acc": "Validation accuracy", "val_loss": "Validation loss", "train_acc": "Training accuracy",
                  "train_loss": "Training loss"}
@@ -82,13 +83,12 @@ def freeze_sweep_points(records: list[RunRecord], data: str, backbone: str) -> l
     """The newest finished `partial` run at each freeze depth for this data and backbone."""
     points: dict[int, dict] = {}
     for record in records:  # newest first
-        config, summary = record.config, record.summary or {}
-        if (config.get("strategy") != "partial" or config.get("data") != data or config.get("backbone") != backbone
-                or summary.get("status") != "finished"):
+        if (record.strategy != "partial" or record.data != data or record.backbone != backbone
+                or record.status != "finished"):
             continue
-        depth = config.get("frozen_groups")
-        points.setdefault(depth, {"freeze_depth": depth, "val_acc": summary.get("val_accuracy"),
-                                  "seconds": summary.get("train_seconds"), "run_id": record.id})
+        depth = record.facts.get("frozen_groups")
+        points.setdefault(depth, {"freeze_depth": depth, "val_acc": record.summary.val_accuracy,
+                                  "seconds": record.summary.train_seconds, "run_id": record.id})
     return list(points.values())
 
 
@@ -153,7 +153,7 @@ def run_status(record: RunRecord, live: dict[str, str] | None = None) -> str:
     """The record's own status; a run with no summary is what the registry says, else what its record says (running
     in another process, or interrupted)."""
     if record.summary:
-        return record.summary["status"]
+        return record.summary.status
     return (live or {}).get(record.id, record.status)
 
 
@@ -164,24 +164,30 @@ def runs_table(records: list[RunRecord], live: dict[str, str] | None = None) -> 
 
 
 def _run_row(record: RunRecord, status: str) -> dict:
-    config, summary = record.config, record.summary or {}
+    summary, facts = record.summary or RunSummary(status=status), record.facts
     last = record.metrics[-1] if record.metrics else {}
-    weights = summary.get("pretrained") or config.get("weights_source") or {}
+    weights = summary.pretrained or facts.get("weights_source") or {}
     return {
-        "backbone": config.get("backbone"),
-        "strategy": config.get("strategy"),
-        "freeze depth": summary.get("frozen_groups", config.get("frozen_groups")),
-        "epochs": summary.get("epochs_completed", len(record.metrics)),
-        "image size": config.get("image_size"),
-        "val accuracy": summary.get("val_accuracy", last.get("val_acc")),
-        "trainable params": summary.get("trainable_params", config.get("trainable_params")),
-        "time s": summary.get("train_seconds"),
-        "images/s": summary.get("images_per_s"),
+        "backbone": record.backbone,
+        "strategy": record.strategy,
+        "freeze depth": _first_known(summary.frozen_groups, facts.get("frozen_groups")),
+        "epochs": _first_known(summary.epochs_completed, len(record.metrics)),
+        # config.json keeps the resolved size, for an imported model or prototypes (no RunConfig) too
+        "image size": facts.get("image_size"),
+        "val accuracy": _first_known(summary.val_accuracy, last.get("val_acc")),
+        "trainable params": _first_known(summary.trainable_params, facts.get("trainable_params")),
+        "time s": summary.train_seconds,
+        "images/s": summary.images_per_s,
         "weight source": weights.get("description", "not known yet"),
-        "dataset": Path(config["data"]).name if config.get("data") else None,
+        "dataset": Path(record.data).name if record.data else None,
         "status": status,
         "run id": record.id,
     }
+
+
+def _first_known(recorded: Any, otherwise: Any) -> Any:
+    """What the summary recorded; `otherwise` while the run has no summary yet or its summary lacks it."""
+    return otherwise if recorded is None else recorded
 
 
 def highlight_best(table: pd.DataFrame) -> pd.io.formats.style.Styler:
@@ -203,7 +209,7 @@ def run_labels(records: list[RunRecord]) -> dict[str, str]:
     for record in records:
         clock = record.id[9:15]
         when = f"{clock[:2]}:{clock[2:4]}:{clock[4:]}" if clock.isdigit() else record.id
-        label = f"{record.config.get('strategy')} · {record.config.get('backbone')} · {when}"
+        label = f"{record.strategy} · {record.backbone} · {when}"
         labels[record.id] = f"{label} · {record.id[-4:]}" if label in labels.values() else label
     return labels
 

@@ -15,6 +15,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from workbench.engine.config import RunConfig
 from workbench.strategies import get_strategy
 
 MEASURE_BATCH_SIZE = 8  # keeps a measurement to a few seconds on a laptop CPU; larger batches are rarely faster there
@@ -75,11 +76,17 @@ def _time_steps(backbone: str, image_size: int, batch_size: int, trains_backbone
     return batch_size / (sum(timed) / len(timed))
 
 
+def strategy_trains_backbone(strategy: str) -> bool:
+    """The strategy's answer to `Strategy.trains_backbone` for a run with its default settings."""
+    return get_strategy(strategy).trains_backbone(RunConfig(data="", strategy=strategy))
+
+
 def estimate_run_seconds(strategy: str, num_train: int, num_val: int, epochs: int, images_per_second_train: float,
                          images_per_second_infer: float) -> float:
-    """Seconds a run takes. A linear probe passes every image through the backbone once and then trains only the
-    head; every other strategy trains on the training images and checks the validation images each epoch."""
-    if get_strategy(strategy).caches_features:
+    """Seconds a run takes. A strategy that trains nothing below the head (a linear probe) passes every image
+    through the backbone once and then trains only the head on the cached features; every other strategy trains on
+    the training images and checks the validation images each epoch."""
+    if not strategy_trains_backbone(strategy):
         return (num_train + num_val) / images_per_second_infer + epochs * HEAD_SECONDS_PER_EPOCH
     return epochs * (num_train / images_per_second_train + num_val / images_per_second_infer)
 
@@ -88,10 +95,9 @@ def estimate_for_machine(backbone: str, strategy: str, image_size: int, batch_si
                          num_val: int, device: str | torch.device = "cpu", measure: bool = True) -> float | None:
     """`estimate_run_seconds` with the speeds measured here. With measure=False, only from speeds measured
     before: None if one is missing (so a page can show a remembered estimate without waiting)."""
-    trains_backbone = not get_strategy(strategy).caches_features
     speed = measure_images_per_second if measure else measured_images_per_second
     infer = speed(backbone, image_size, batch_size, False, device)
-    train = speed(backbone, image_size, batch_size, True, device) if trains_backbone else infer
+    train = speed(backbone, image_size, batch_size, True, device) if strategy_trains_backbone(strategy) else infer
     if infer is None or train is None:
         return None
     return estimate_run_seconds(strategy, num_train, num_val, epochs, train, infer)

@@ -89,6 +89,8 @@ class FeatureBank:
     train_features: torch.Tensor  # [len(train), D], L2-normalised
     val: list[Sample]
     val_features: torch.Tensor  # [len(val), D], L2-normalised
+    val_fraction: float  # with `seed`: how the dataset was split, so a saved run's validation images can be found again
+    seed: int
     model: torch.nn.Module = field(repr=False)  # the backbone, to save a prototype run with
     model_info: dict = field(repr=False)  # model.json of such a run: preprocessing as the features were made
     seconds: float = 0.0
@@ -147,7 +149,8 @@ def feature_bank(data: str | Path, backbone: str = "tf_efficientnet_lite0", imag
         weights=source.to_dict(), train=train,
         train_features=_features(model, train, cache, crop, normalize, reporter, "training"),
         val=dataset.val, val_features=_features(model, dataset.val, cache, crop, normalize, reporter, "validation"),
-        model=model, model_info=info, seconds=round(time.perf_counter() - started, 2))
+        val_fraction=val_fraction, seed=seed, model=model, model_info=info,
+        seconds=round(time.perf_counter() - started, 2))
 
 
 def sample_shots(train: Sequence[Sample], shots: int | str, seed: int = 0) -> list[Sample]:
@@ -200,7 +203,7 @@ def evaluate_prototypes(bank: FeatureBank, shots: int | str, seed: int = 0) -> P
                            confusion_matrix(targets, preds, num_classes), protos)
 
 
-def save_prototype_run(bank: FeatureBank, result: PrototypeResult, runs_dir: str | Path, seed: int = 0) -> Path:
+def save_prototype_run(bank: FeatureBank, result: PrototypeResult, runs_dir: str | Path) -> Path:
     """Record prototypes as a finished run: the backbone with the prototypes as its classifier (see module doc),
     config.json, summary.json with accuracy and confusion matrix. Returns the run directory."""
     head = bank.model.get_classifier()
@@ -226,7 +229,8 @@ def save_prototype_run(bank: FeatureBank, result: PrototypeResult, runs_dir: str
     })
     # config.json last: a run directory is listed once it has one
     runs.write_json(run_dir / runs.CONFIG_FILE, {
-        "data": bank.data, "backbone": bank.backbone, "strategy": PROTOTYPES, "shots": result.shots, "seed": seed,
+        "data": bank.data, "backbone": bank.backbone, "strategy": PROTOTYPES, "shots": result.shots,
+        "val_fraction": bank.val_fraction, "seed": bank.seed,
         "epochs": 0, "image_size": bank.image_size, "class_names": bank.class_names, "weights_source": bank.weights,
         "num_train": sum(result.images_per_class.values()), "num_val": len(bank.val), "trainable_params": 0,
         "total_params": total, "frozen_groups": None, "created": time.time(),
@@ -243,7 +247,7 @@ def prototype_run(data: str | Path, backbone: str, shots: int | str, runs_dir: s
     chosen = sample_shots(dataset.train, shots, seed)
     bank = feature_bank(data, backbone, image_size, weights, val_fraction, seed, chosen, reporter)
     result = evaluate_prototypes(bank, shots, seed)
-    return save_prototype_run(bank, result, runs_dir, seed), result
+    return save_prototype_run(bank, result, runs_dir), result
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -27,10 +27,11 @@ from safetensors.torch import load_file
 from workbench import runs
 from workbench.core.metrics import confusion_matrix, per_class_report
 from workbench.data import DataError, load_rgb
+from workbench.engine.config import RunConfig
 from workbench.models.backbones import BackboneError, WeightsSource, create_backbone, layer_groups
 from workbench.models.trained import BATCH_SIZE, ImageInput, Predictor
 from workbench.runs.records import validation_images
-from workbench.strategies import STRATEGIES, get_strategy
+from workbench.strategies import get_strategy
 
 PREDICTIONS_FILE = "val_predictions.json"
 THUMBNAILS_DIR = "val_thumbnails"
@@ -97,7 +98,7 @@ def validation_predictions(run_dir: str | Path) -> list[ValPrediction]:
 
 def _open_validation_set(run_dir: Path):
     """`predict.validation_images`, refusing up front a run that has no dataset."""
-    if not runs.load_run(run_dir).config.get("data"):
+    if not runs.load_run(run_dir).data:
         raise InsightError(f"Run '{run_dir.name}' has no recorded dataset (an imported model), so the views that "
                            "need its validation images are not available. Grad-CAM on an uploaded picture works.")
     return validation_images(run_dir)
@@ -329,12 +330,13 @@ def validation_image(run_dir: str | Path, prediction: ValPrediction) -> ImageInp
 # Where training started
 
 
-def _strategy_of(record: runs.RunRecord):
-    strategy = record.config.get("strategy")
-    if strategy not in STRATEGIES:
+def _config_of(record: runs.RunRecord) -> RunConfig:
+    """The run's config; InsightError for a model not trained by a strategy (imported, prototypes), whose start is
+    not recorded."""
+    if record.config is None:
         raise InsightError(f"Run '{record.id}' is an imported model: where its weights started is not known, so "
                            "nothing can be compared with its start.")
-    return get_strategy(strategy)
+    return record.config
 
 
 def _same_source(recorded: dict, now: WeightsSource) -> bool:
@@ -353,15 +355,13 @@ def starting_model(run_dir: str | Path) -> tuple[torch.nn.Module, str]:
     file that is gone, or weights that now come from elsewhere).
     """
     record = runs.load_run(run_dir)
-    strategy = _strategy_of(record)
-    config, recorded = record.config, record.config.get("weights_source") or {}
-    weights = config.get("weights", "auto") if strategy.pretrained else "none"
+    config, recorded = _config_of(record), record.facts.get("weights_source") or {}
+    weights = config.weights if get_strategy(config.strategy).pretrained else "none"
     try:
         # a forked RNG: the app's other threads (a run training now) keep their random state
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.get("seed", 0))  # as `train.seed_everything` did before the run built its model
-            model, source = create_backbone(config["backbone"], len(config["class_names"]), weights,
-                                            allow_download=False)
+            torch.manual_seed(config.seed)  # as `Run.prepare` seeded everything before it built the model
+            model, source = create_backbone(config.backbone, len(record.class_names), weights, allow_download=False)
     except BackboneError as error:
         raise InsightError(f"The starting weights of run '{record.id}' cannot be loaded again: {error}") from None
     if not _same_source(recorded, source):
@@ -369,7 +369,7 @@ def starting_model(run_dir: str | Path) -> tuple[torch.nn.Module, str]:
                            f"here they would now come from {source.describe()}: the comparison would be wrong.")
     if source.pretrained:
         return model.eval(), f"the pretrained backbone ({source.describe()}) with a fresh random head"
-    return model.eval(), f"random weights, recreated from the run's seed ({config.get('seed', 0)})"
+    return model.eval(), f"random weights, recreated from the run's seed ({config.seed})"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -399,7 +399,9 @@ def weight_drift(run_dir: str | Path) -> list[GroupDrift]:
     final = load_file(str(run_dir / runs.MODEL_FILE))
     initial = dict(start.named_parameters())
     record = runs.load_run(run_dir)
-    frozen = (record.summary or {}).get("frozen_groups", record.config.get("frozen_groups")) or 0
+    # where the run ended (gradual unfreezing changes it epoch by epoch), else where it started
+    frozen = record.summary.frozen_groups if record.summary else None
+    frozen = (record.facts.get("frozen_groups") if frozen is None else frozen) or 0
     return [GroupDrift(g.index, g.name, g.num_params, _relative_change(initial, final, g.param_names), g.index < frozen)
             for g in layer_groups(start)]
 
@@ -484,6 +486,6 @@ def feature_map(run_dir: str | Path, method: str = "pca") -> FeatureMap:
                             f"images now, {len(points)} then).")
         before, after = embed(before_model, paths), embed(after_model, paths)
     labels = [p.true_class for p in points]
-    seed = runs.load_run(run_dir).config.get("seed", 0)
+    seed = runs.load_run(run_dir).config.seed  # starting_model above refused a run without a config
     return FeatureMap(method, project(before, method, seed), project(after, method, seed),
                       separation(before, labels), separation(after, labels), points, before_label)

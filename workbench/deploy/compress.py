@@ -437,13 +437,12 @@ def finetune(model: torch.nn.Module, train: list[Sample], cache: ImageCache, inf
 @contextlib.contextmanager
 def run_dataset(run_dir: str | Path) -> Iterator[ImageDataset]:
     """The run's dataset split again exactly as the run split it (a zip is extracted for as long as the context)."""
-    config = runs.load_run(run_dir).config
-    if not config.get("data"):
+    split = runs.load_run(run_dir).split
+    if split is None:
         raise ValueError(f"Run '{Path(run_dir).name}' has no recorded dataset (an imported model): compression "
                          "measures accuracy on the run's validation images, so it needs a run trained here.")
     with tempfile.TemporaryDirectory(prefix="workbench-compress-") as scratch:
-        yield open_dataset(config["data"], config.get("val_fraction", 0.2), config.get("seed", 0),
-                           extract_to=Path(scratch) / "data")
+        yield open_dataset(*split, extract_to=Path(scratch) / "data")
 
 
 @dataclass
@@ -587,7 +586,7 @@ def compress_run(config: CompressConfig, reporter: Reporter | None = None) -> di
         "backbone": builder.backbone,
         "class_names": builder.original.class_names,
         "image_size": builder.info["image_size"],
-        "recorded_val_accuracy": (record.summary or {}).get("val_accuracy"),
+        "recorded_val_accuracy": record.summary.val_accuracy if record.summary else None,
         "val_images": len(builder.evaluation.targets),
         "settings": config.to_dict(),
         "latency": f"median of {config.latency_repeats} single-image forwards on the CPU, {config.latency_threads} "

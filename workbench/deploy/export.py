@@ -177,7 +177,6 @@ def read_report(zip_path: str | Path) -> ExportReport:
 
 def exported_info(info: dict, record: runs.RunRecord) -> dict:
     """model.json of an export: what a stranger needs to rebuild the model and feed it images."""
-    summary = record.summary or {}
     return {
         "format": FORMAT,
         "backbone": info["backbone"],
@@ -193,9 +192,9 @@ def exported_info(info: dict, record: runs.RunRecord) -> dict:
         },
         "trained": {
             "run_id": record.id,
-            "strategy": record.config.get("strategy"),
-            "dataset": Path(record.config["data"]).name if record.config.get("data") else None,
-            "val_accuracy": summary.get("val_accuracy"),
+            "strategy": record.strategy,
+            "dataset": Path(record.data).name if record.data else None,
+            "val_accuracy": record.summary.val_accuracy if record.summary else None,
             "timm_version": timm.__version__,
         },
     }
@@ -302,7 +301,7 @@ def top1_agreement(predictor: Predictor, others: list[Callable[[torch.Tensor], t
 
 
 def readme(info: dict, record: runs.RunRecord, report: ExportReport) -> str:
-    accuracy = (record.summary or {}).get("val_accuracy")
+    accuracy = record.summary.val_accuracy if record.summary else None
     measured = f"Validation accuracy when it was trained: {accuracy:.1%}.\n" if accuracy is not None else ""
     return README.format(backbone=info["backbone"], classes=", ".join(info["class_names"]), run_id=record.id,
                          measured=measured, size=info["image_size"], resize_to=resize_size(info),

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from workbench.data import Sample, open_dataset
-from workbench.engine.config import RunConfig
 from workbench.core.runfolder import (
     BATCHES_FILE,
     CONFIG_FILE,
@@ -26,6 +24,8 @@ from workbench.core.runfolder import (
     is_live,
     read_jsonl,
 )
+from workbench.data import Sample, open_dataset
+from workbench.engine.config import RunConfig
 
 # -------------------------------------------------------------------------------------------------------------------
 # Reading
@@ -119,6 +119,19 @@ class RunRecord:
             or self.facts.get("class_names") or []
 
     @property
+    def split(self) -> tuple[str, float, int] | None:
+        """(dataset, validation fraction, seed): what splits the run's images again exactly as it trained on them;
+        None for a run with no recorded dataset (an imported model)."""
+        if not self.data:
+            return None
+        if self.config is not None:
+            return self.config.data, self.config.val_fraction, self.config.seed
+        # a run of no strategy this version trains (few-shot prototypes) keeps the same keys in config.json
+        defaults = {f.name: f.default for f in fields(RunConfig)}
+        return (self.data, self.facts.get("val_fraction", defaults["val_fraction"]),
+                self.facts.get("seed", defaults["seed"]))
+
+    @property
     def model_files(self) -> tuple[Path, Path]:
         """(weights, model.json): where the trained model is, whether or not it exists yet."""
         return self.dir / MODEL_FILE, self.dir / MODEL_INFO_FILE
@@ -128,6 +141,15 @@ class RunRecord:
         """The one rule for "this run has a usable model": it is no longer training and its weights and model.json
         are on disk (a stopped, failed or interrupted run keeps its last checkpoint, which is usable)."""
         return self.status in ENDED and all(path.is_file() for path in self.model_files)
+
+    @classmethod
+    def from_dicts(cls, run_dir: str | Path, facts: dict, summary: dict | None = None,
+                   metrics: list[dict] | None = None, live: bool = False) -> RunRecord:
+        """A record from what its files hold as plain dicts: config.json, summary.json (None until the run ends) and
+        the lines of metrics.jsonl; the folder's name is the run's id."""
+        run_dir = Path(run_dir)
+        return cls(id=run_dir.name, dir=run_dir, facts=facts, config=typed_config(facts), metrics=list(metrics or []),
+                   summary=RunSummary.from_dict(summary) if summary is not None else None, live=live)
 
     def batches(self) -> list[dict]:
         return read_jsonl(self.dir / BATCHES_FILE)
@@ -155,17 +177,9 @@ def load_run(run_dir: str | Path) -> RunRecord:
     if not config_path.exists():
         raise FileNotFoundError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}).")
     summary_path = run_dir / SUMMARY_FILE
-    summary = RunSummary.from_dict(json.loads(summary_path.read_text())) if summary_path.exists() else None
-    facts = json.loads(config_path.read_text())
-    return RunRecord(
-        id=run_dir.name,
-        dir=run_dir,
-        facts=facts,
-        config=typed_config(facts),
-        metrics=read_jsonl(run_dir / METRICS_FILE),
-        summary=summary,
-        live=summary is None and is_live(run_dir),
-    )
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return RunRecord.from_dicts(run_dir, json.loads(config_path.read_text()), summary,
+                                read_jsonl(run_dir / METRICS_FILE), live=summary is None and is_live(run_dir))
 
 
 def list_runs(runs_dir: str | Path) -> list[RunRecord]:
@@ -190,10 +204,8 @@ def validation_images(run_dir: str | Path) -> Iterator[list[Sample]]:
     Raises DataError if the run's images cannot be read any more, ValueError for a run with no recorded dataset
     (an imported model). A zipped dataset is extracted into a temporary folder that lives as long as the context.
     """
-    record = load_run(run_dir)
-    if record.config is None or not record.data:
+    split = load_run(run_dir).split
+    if split is None:
         raise ValueError(f"Run '{Path(run_dir).name}' has no recorded dataset (an imported model).")
     with tempfile.TemporaryDirectory(prefix="workbench-val-") as scratch:
-        dataset = open_dataset(record.config.data, record.config.val_fraction, record.config.seed,
-                               extract_to=Path(scratch) / "data")
-        yield dataset.val
+        yield open_dataset(*split, extract_to=Path(scratch) / "data").val

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench import runs
-from workbench.models.backbones import backbone_info, check_backbone_name
-from workbench.engine.config import RUNS_DIR_ENV, RunConfig
-from workbench.models.backbones import model_groups
 from workbench.engine import TERMINAL, Run
+from workbench.engine.config import RUNS_DIR_ENV, RunConfig
+from workbench.models.backbones import backbone_info, check_backbone_name, model_groups
 
 LIVE = ("queued", "preparing", "running")
 ELSEWHERE = "training in another process"  # the phase of a run that is live on disk but not in this registry

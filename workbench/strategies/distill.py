@@ -266,8 +266,8 @@ def teacher_student_comparison(record: RunRecord) -> pd.DataFrame:
     accuracy on the student's validation images (the same images for both), parameters, model.safetensors size, and
     CPU latency per image (median of LATENCY_REPEATS single-image forwards on one thread after LATENCY_WARMUP
     untimed ones). Rows: teacher, student. Measured once, then read back from the run's folder."""
-    if record.config.strategy != Distill.name:
-        raise ValueError(f"Run '{record.id}' is a {record.config.strategy} run, not a distillation run: "
+    if record.strategy != Distill.name:
+        raise ValueError(f"Run '{record.id}' is a {record.strategy} run, not a distillation run: "
                          "give the student's run directory.")
     if not record.has_model:
         raise FileNotFoundError(f"Run '{record.id}' has no saved model (it may have failed before the end).")
