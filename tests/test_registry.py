@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from workbench.core.runfolder import run_folder
 from workbench.engine.config import RunConfig
 from workbench.runs.registry import RunRegistry
 from workbench.strategies import get_strategy
@@ -115,3 +116,17 @@ def test_freeze_sweep_queues_partial_at_every_depth(registry):
     assert {run.config.strategy for run in runs} == {"partial"} and len(runs) >= 3
     for run in runs:
         registry.stop(run.id)
+
+
+def test_a_run_id_from_a_url_never_reaches_outside_the_runs_folder(tmp_path):
+    """?run= is whatever the browser sends: only a plain run id under the runs folder is ever read."""
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "20261201-120000-full-x-0000").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    (runs_dir / "link").symlink_to(outside)
+    registry = RunRegistry(runs_dir)
+    for hostile in ("../secret", str(outside), "..", ".", "link", "a/../../secret", "", "x\x00y"):
+        assert registry.view(hostile) is None, hostile
+    assert run_folder(runs_dir, "20261201-120000-full-x-0000") == (runs_dir / "20261201-120000-full-x-0000").resolve()

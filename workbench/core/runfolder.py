@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import socket
 import threading
@@ -36,6 +37,20 @@ LIVE_FILE = "running.json"
 """Present while a process trains the run: its pid, the process's start time and the host."""
 STALE_AFTER_S = 600
 """A run trained on another host (a shared runs folder) counts as live while it wrote something this recently."""
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+"""What a run id may be: one plain folder name (what `new_run_id` makes, or an imported run's), never a path."""
+
+
+def run_folder(runs_dir: str | Path, run_id: str) -> Path | None:
+    """The folder of run `run_id` under `runs_dir`, or None when `run_id` is not a plain run id (a browser's ?run=
+    may hold anything: "../..", an absolute path, a link out of the runs folder)."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or ".." in run_id:
+        return None
+    root = Path(runs_dir).resolve()
+    folder = (root / run_id).resolve()
+    return folder if folder.parent == root else None
 
 
 def new_run_id(strategy: str, backbone: str) -> str:

@@ -163,8 +163,8 @@ class RunRegistry:
         run = self.get(run_id)
         if run is not None:
             return RunView.of_run(run, self.queue_position(run_id))
-        run_dir = self.runs_dir / run_id
-        if not (run_dir / runs.CONFIG_FILE).exists():
+        run_dir = runs.run_folder(self.runs_dir, run_id)  # the id may come from a URL: never a path
+        if run_dir is None or not (run_dir / runs.CONFIG_FILE).exists():
             return None
         return RunView.of_record(runs.load_run(run_dir))
 
