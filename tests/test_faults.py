@@ -288,3 +288,17 @@ def test_disk_full_while_saving_is_reported_and_older_runs_are_untouched(runs_di
 
     assert {k: v for k, v in _files(runs_dir).items() if k.startswith(older.id)} == before
     assert not list(runs_dir.rglob("*.tmp"))
+
+
+def test_reading_an_interrupted_run_removes_what_a_killed_write_left_half_done(tmp_path):
+    """A kill in the middle of a checkpoint leaves the old weights and a half-written temporary copy: reading the run
+    as interrupted removes the copy of the dead writer, never a live writer's."""
+    run_dir = tmp_path / "20261201-000000-full-x-0000"
+    run_dir.mkdir()
+    runs.write_json(run_dir / runs.CONFIG_FILE, {"data": "x", "strategy": "full", "backbone": "test_resnet"})
+    dead = run_dir / f".{runs.MODEL_FILE}.{2**22 + 12345}-1.tmp"  # above Linux's default pid_max: no such process
+    alive = run_dir / f".{runs.MODEL_FILE}.{os.getpid()}-1.tmp"
+    dead.write_bytes(b"half")
+    alive.write_bytes(b"being written")
+    assert runs.load_run(run_dir).status == "interrupted"
+    assert not dead.exists() and alive.exists()

@@ -145,6 +145,20 @@ def is_live(run_dir: Path) -> bool:
     return now is not None and started is not None and abs(now - started) < 1.0
 
 
+TEMP_NAME = re.compile(r"\..+\.(\d+)-\d+\.tmp")
+"""`replacing`'s temporary files: `.<name>.<pid>-<thread>.tmp`."""
+
+
+def sweep_temps(run_dir: Path) -> None:
+    """Remove the temporary files of writers that died mid-write (a kill during a checkpoint): the file they were
+    replacing kept its old content, so what is left is only a half-written copy. A live writer's are left alone."""
+    for path in Path(run_dir).glob(".*.tmp"):
+        match = TEMP_NAME.fullmatch(path.name)
+        if match and not psutil.pid_exists(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 def _process_start(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()

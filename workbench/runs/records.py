@@ -23,6 +23,7 @@ from workbench.core.runfolder import (
     SUMMARY_FILE,
     is_live,
     read_jsonl,
+    sweep_temps,
 )
 from workbench.data import Sample, open_dataset
 from workbench.engine.config import RunConfig
@@ -178,8 +179,11 @@ def load_run(run_dir: str | Path) -> RunRecord:
         raise FileNotFoundError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}).")
     summary_path = run_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    live = summary is None and is_live(run_dir)
+    if summary is None and not live:  # interrupted: a write the kill cut short leaves only its temporary file
+        sweep_temps(run_dir)
     return RunRecord.from_dicts(run_dir, json.loads(config_path.read_text()), summary,
-                                read_jsonl(run_dir / METRICS_FILE), live=summary is None and is_live(run_dir))
+                                read_jsonl(run_dir / METRICS_FILE), live=live)
 
 
 def list_runs(runs_dir: str | Path) -> list[RunRecord]:
