@@ -1,4 +1,5 @@
-"""What every page shares: the one run registry of this server, and the names of the few session values.
+"""What every page shares: the one run registry of this server, the names of the few session values, and the
+models loaded from runs.
 
 `st.session_state` holds only ids and choices; runs live in the registry (shared by every browser session) and on
 disk, so a refresh, a page switch or a second tab re-attaches to the same run.
@@ -13,7 +14,9 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from workbench.analysis import charts, choices
+from workbench.data import IMAGE_EXTENSIONS
 from workbench.engine.config import RunConfig
+from workbench.models.trained import Predictor
 from workbench.runs.records import RunRecord
 from workbench.runs.registry import RunRegistry
 from workbench.strategies import Alert, Figure, Panel, Strategy, Table, get_strategy
@@ -25,6 +28,8 @@ SAMPLE_DATASETS = {p.name: p for p in sorted((REPO / "sample_data").iterdir()) i
 DATASET = "dataset"  # str: path of the chosen dataset folder or zip
 CHOICES = "choices"  # dict: RunConfig fields chosen on the Model page (everything but `data`)
 RUN_ID = "run_id"  # str: the run the Train page shows (mirrored in the URL as ?run=...)
+
+IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # what a picture uploader accepts
 
 
 @st.cache_resource
@@ -51,6 +56,23 @@ def forget_run() -> None:
     """Detach this session from its run (it is not there any more)."""
     st.session_state.pop(RUN_ID, None)
     st.query_params.pop("run", None)
+
+
+def runs_with_model() -> list[RunRecord]:
+    """Every run that has ended with a usable model (imported ones included), newest first."""
+    return [record for record in get_registry().records() if record.has_model]
+
+
+def model_stamp(record: RunRecord) -> float:
+    """When the run's model was saved: with the run's folder, the key of what is cached from that model."""
+    return record.model_files[0].stat().st_mtime
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def loaded_model(run_dir: str, stamp: float) -> Predictor:
+    """One loaded model per run and `model_stamp`, shared by every session and page (predicting and explaining do
+    not change it)."""
+    return Predictor.from_run(run_dir)
 
 
 def pick_run(records: list[RunRecord], label: str, key: str, *, default: str | None = None,

@@ -2,7 +2,8 @@
 
 Every choice is kept in st.session_state[CHOICES] (RunConfig fields and the strategy's options, flat); the Train page
 starts runs from it. What the choices mean and whether they fit together comes from `workbench.analysis.choices` and
-`workbench.analysis.model_views`; this page places the widgets and draws what they return.
+`workbench.analysis.model_views`; this page places the widgets and draws what they return. The learning-rate finder's
+widgets are in `ui_lr_finder`.
 """
 
 from __future__ import annotations
@@ -12,23 +13,18 @@ import dataclasses
 import streamlit as st
 
 from ui_common import CHOICES, DATASET, SAMPLE_DATASETS, choice_key, forget_choices, notes_ui, options_ui, seed_choice
-from workbench import engine
+from ui_lr_finder import lr_finder_ui
 from workbench.analysis import choices
 from workbench.analysis import model_views as views
 from workbench.data import AUGMENTATIONS, augmentation_preview
 from workbench.engine.config import SCHEDULES, RunConfig
 from workbench.models import backbones
 from workbench.models.backbones import BackboneInfo, LayerGroup
-from workbench.strategies import STRATEGIES, Strategy, get_strategy
+from workbench.strategies import STRATEGIES, Strategy
 
 SHOWN_BACKBONES = 300
-CLASSES_WITHOUT_DATA = 10  # the head's size in the diagram until a dataset is chosen
-BADGES = {"bundled": "✅ bundled", "cached": "✅ cached", "download": "⬇ would download",
-          "none": "⚠ no pretrained weights"}
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 PREVIEW_COUNT = 8  # augmented copies of one image
-FINDER_STEPS = 30  # LR finder: enough for a readable curve, short enough to wait for on a CPU
-LR_FINDER = "model.lr_finder"  # the last search: {"choices": finder_key, "lrs", "losses", "suggestion"}
 
 
 # Backbone facts are kept 10 minutes: weights land in the cache when a run downloads them.
@@ -37,14 +33,7 @@ info_of = st.cache_data(show_spinner=False, ttl="10m")(backbones.backbone_info)
 groups_of = st.cache_resource(show_spinner="Reading the model's layers…")(backbones.model_groups)
 dataset_facts = st.cache_resource(show_spinner="Counting the images…")(choices.dataset_facts)
 augmented = st.cache_data(show_spinner=False, max_entries=32)(augmentation_preview)
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def plans_of(config: RunConfig, num_classes: int) -> tuple[views.FreezePlan, list[dict] | None]:
-    """What trains in the config's last epoch, and each layer's learning rate when they differ."""
-    strategy = get_strategy(config.strategy)
-    return (views.freeze_plan(strategy, config.backbone, num_classes, config),
-            views.layer_lr_plan(strategy, config.backbone, num_classes, config))
+plans_of = st.cache_resource(show_spinner=False, max_entries=64)(views.training_plan)
 
 
 def backbone_ui() -> BackboneInfo:
@@ -55,14 +44,11 @@ def backbone_ui() -> BackboneInfo:
                                  "weights are already on this computer come first.")
     found = backbone_list(query.strip())
     seed_choice("backbone", CONFIG_FIELDS["backbone"].default)
-    names = [b.name for b in found[:SHOWN_BACKBONES]]
-    if st.session_state[choice_key("backbone")] not in names:  # a new search must not change the model picked
-        names.insert(0, st.session_state[choice_key("backbone")])
-    badges = {b.name: BADGES[b.weights] for b in found}
-    more = f", first {SHOWN_BACKBONES} shown" if len(found) > SHOWN_BACKBONES else ""
-    name = right.selectbox(f"Model ({len(found):,} match{'es' if len(found) != 1 else ''}{more})", names,
+    names = choices.backbone_names([b.name for b in found], st.session_state[choice_key("backbone")], SHOWN_BACKBONES)
+    badges = {b.name: choices.WEIGHT_BADGES[b.weights] for b in found}
+    name = right.selectbox(choices.backbone_label(len(found), SHOWN_BACKBONES), names,
                            key=choice_key("backbone"), on_change=forget_choices, args=choices.RESET_BY_BACKBONE,
-                           format_func=lambda n: f"{n}   {badges.get(n) or BADGES[info_of(n).weights]}")
+                           format_func=lambda n: f"{n}   {badges.get(n) or choices.WEIGHT_BADGES[info_of(n).weights]}")
     return info_of(name)
 
 
@@ -72,8 +58,7 @@ def facts_ui(info: BackboneInfo, groups: list[LayerGroup], num_classes: int) -> 
                                                                                  "classes.")
     cols[1].metric("Native input size", f"{info.input_size} px")
     cols[2].metric("Layer groups", len(groups), help="Units that can be frozen, from the stem to the head.")
-    mean, std = (", ".join(f"{v:.3f}" for v in values) for values in (info.mean, info.std))
-    st.caption(f"Images are normalised with mean ({mean}) and std ({std}), from the model's own pretrained config.")
+    st.caption(views.normalisation_note(info.mean, info.std))
 
 
 def strategy_ui() -> Strategy:
@@ -92,9 +77,9 @@ def freeze_depth_ui(strategy: Strategy, groups: list[LayerGroup]) -> int | None:
         return None
     default = strategy.default_freeze_depth(groups)
     seed_choice("freeze_depth", default)
-    if st.session_state[choice_key("freeze_depth")] > len(groups) - 1:
-        st.session_state[choice_key("freeze_depth")] = default
-    return st.slider(strategy.freeze_label, 0, len(groups) - 1, key=choice_key("freeze_depth"),
+    key = choice_key("freeze_depth")  # a depth kept from another model may not fit this one
+    st.session_state[key] = choices.freeze_depth_within(st.session_state[key], default, groups)
+    return st.slider(strategy.freeze_label, 0, len(groups) - 1, key=key,
                      help="0 trains everything; the maximum trains only the head. Freeze more when you have few "
                           "images.")
 
@@ -109,8 +94,7 @@ def freeze_ui(plan: views.FreezePlan) -> None:
     cols[0].metric("Frozen groups", f"{plan.frozen} of {len(plan.groups)}")
     cols[1].metric("Trainable parameters", f"{summary['trainable_params']:,}")
     cols[2].metric("Share of the model that trains", f"{summary['share']:.1%}")
-    st.markdown(f"**{summary['trainable_params']:,} of {summary['total_params']:,} parameters learn from your "
-                f"images ({summary['share']:.1%}).**")
+    st.markdown(plan.sentence())
 
 
 def layer_lrs_ui(rows: list[dict]) -> None:
@@ -194,47 +178,6 @@ def estimate_ui(config: RunConfig, counts: dict | None) -> None:
         st.info(note)
 
 
-def run_lr_finder(config: RunConfig) -> dict | None:
-    """Run the finder with a progress bar; the result as plain values (kept in session_state), None if it failed."""
-    bar = st.progress(0.0, text="Reading the images and building the model…")
-    try:
-        with st.spinner("Searching: on a CPU this can take a few minutes…"):
-            result = engine.find_lr(config, steps=FINDER_STEPS, on_step=lambda done, total: bar.progress(
-                done / total, text=f"Step {done} of {total}"))
-    except Exception as error:  # noqa: BLE001 - whatever went wrong, say it on the page and keep the page usable
-        st.error(f"The learning-rate finder failed: {error}. {engine.failure_hint(error)}")
-        return None
-    finally:
-        bar.empty()
-    st.session_state[LR_FINDER] = {"choices": choices.finder_key(config), **result.to_dict()}
-    return st.session_state[LR_FINDER]
-
-
-def lr_finder_ui(config: RunConfig) -> None:
-    st.subheader("Find a learning rate")
-    st.caption(f"The LR finder (fastai's lr_find) trains {FINDER_STEPS} steps on your images with the choices "
-               "above, the learning rate growing from 1e-6 to 1, and records the loss. It takes from seconds to a "
-               "few minutes; nothing is saved.")
-    if not config.data:
-        st.info("No dataset chosen yet: the finder needs your images. Choose them on page 1.")
-        return
-    found = run_lr_finder(config) if st.button("Find a learning rate", icon="🔎") else st.session_state.get(LR_FINDER)
-    if found is None:
-        return
-    if found["choices"] != choices.finder_key(config):
-        st.caption("The last search was made with other choices: search again for these.")
-        return
-    suggestion = views.round_lr(found["suggestion"])
-    figure = views.lr_finder_figure(found["lrs"], found["losses"], found["suggestion"], config.lr)
-    st.plotly_chart(figure, width="stretch")
-    left, right = st.columns([1, 3], vertical_alignment="center")
-    # a callback: it runs before the next rerun, so the LR widget is created with the suggestion
-    left.button("Use this learning rate", on_click=st.session_state.update, args=({choice_key("lr"): suggestion},),
-                disabled=config.lr == suggestion, type="primary")
-    right.markdown(f"Suggested: **{suggestion:g}**, where the loss falls fastest"
-                   + (" (in use)." if config.lr == suggestion else f"; chosen now: {config.lr:g}."))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 
 st.title("2 · Model & strategy")
@@ -242,11 +185,10 @@ st.markdown("Choose the network to start from and how much of it may change whil
 data_path = st.session_state.get(DATASET)
 counts = dataset_facts(data_path) if data_path else None
 if counts is None:
-    problem = "The chosen dataset cannot be read any more" if data_path else "No dataset chosen yet"
-    st.info(f"{problem}: the model's head is sized for {CLASSES_WITHOUT_DATA} classes and the time estimate uses a "
-            "made-up dataset. Choose your images on page 1 first for exact numbers.")
+    st.info(choices.missing_data_note(data_path))
     st.page_link("pages/1_data.py", label="Choose data", icon="🖼️")
-num_classes, class_names = (counts["classes"], counts["class_names"]) if counts else (CLASSES_WITHOUT_DATA, None)
+num_classes = counts["classes"] if counts else choices.CLASSES_WITHOUT_DATA
+class_names = counts["class_names"] if counts else None
 
 info = backbone_ui()
 groups = groups_of(info.name, num_classes)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui_common import get_registry, pick_run
-from workbench.core.runfolder import MODEL_FILE
-from workbench.data import IMAGE_EXTENSIONS, DataError
+from ui_common import IMAGE_TYPES, get_registry, loaded_model, model_stamp, pick_run, runs_with_model
+from workbench.data import DataError
 from workbench.deploy.codegen import CodegenError, script_for_run
 from workbench.deploy.export import CopyCheck, ExportError, cached_export, existing_export, import_upload, read_report
 from workbench.models.trained import Predictor
@@ -18,19 +17,7 @@ from workbench.runs.records import RunRecord
 
 PICKED = "predict_run"  # session key: the run id chosen on this page
 IMPORT_MESSAGE = "predict_import_message"  # session key: (kind, text) left by the import callback
-IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 TOP_K = 3
-
-
-@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def get_predictor(run_dir: str, model_time: float) -> Predictor:
-    """One loaded model per run and weights file, shared by every session (predicting does not change it)."""
-    return Predictor.from_run(run_dir)
-
-
-def runs_with_model() -> list[RunRecord]:
-    """Every run that has ended with a saved model (imported ones included), newest first."""
-    return [record for record in get_registry().records() if record.has_model]
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -91,7 +78,7 @@ def predict_ui(record: RunRecord) -> None:
     images = images_ui()
     if not images:
         return
-    predictor = get_predictor(str(record.dir), (record.dir / MODEL_FILE).stat().st_mtime)
+    predictor = loaded_model(str(record.dir), model_stamp(record))
     for image in images:
         with st.container(border=True):
             prediction_ui(predictor, image)

@@ -1,6 +1,7 @@
 """The Model and Train pages' choices, without a browser: a strategy's options as widgets, the runs a "run" option may
 name, the folders an "images" option starts from, the one check of what a browser sent, what is kept for the Train
-page, what the LR finder depends on, and the sentences about weights, patience, the plan and the time estimate."""
+page, what the LR finder depends on, the model picker's list, the freeze depth kept, and the sentences about weights,
+patience, the plan, the time estimate, missing data and a failed finder."""
 
 from __future__ import annotations
 
@@ -170,3 +171,26 @@ def test_dataset_facts_and_the_estimate_sentence(monkeypatch):
     assert "190 training and 50 validation images, 3 epochs" in note and "(CPU)" in note
     assert asked[-1][:7] == ("test_resnet", "full", 32, 32, 3, 190, 50)
     assert "800 training and 200 validation images (a made-up dataset" in choices.estimate_note(config, None, True)
+
+
+def test_the_model_picker_lists_the_first_matches_and_keeps_the_model_picked():
+    found = [f"net{i}" for i in range(5)]
+    assert choices.backbone_names(found, "net1", 3) == ["net0", "net1", "net2"]
+    assert choices.backbone_names(found, "net4", 3) == ["net4", "net0", "net1", "net2"]  # a search must not drop it
+    assert choices.backbone_label(1, 300) == "Model (1 match)"
+    assert choices.backbone_label(0, 300) == "Model (0 matches)"
+    assert choices.backbone_label(1234, 300) == "Model (1,234 matches, first 300 shown)"
+    assert set(choices.WEIGHT_BADGES) == {"bundled", "cached", "download", "none"}
+
+
+def test_a_kept_freeze_depth_is_used_only_where_the_model_has_that_many_groups(groups):
+    assert len(groups) == 6
+    assert [choices.freeze_depth_within(v, 2, groups) for v in (0, 5, 6, -1)] == [0, 5, 2, 2]
+    assert [choices.freeze_depth_within(v, 2, groups) for v in (None, "3", 3.0, True)] == [2, 2, 2, 2]
+
+
+def test_messages_about_missing_data_and_a_failed_finder():
+    assert choices.missing_data_note(None).startswith("No dataset chosen yet: the model's head is sized for 10 classes")
+    assert choices.missing_data_note("/gone").startswith("The chosen dataset cannot be read any more:")
+    failure = choices.finder_failure(RuntimeError("CUDA out of memory."))
+    assert failure.startswith("The learning-rate finder failed: CUDA out of memory.") and len(failure) > 60

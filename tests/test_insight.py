@@ -1,9 +1,11 @@
 """Inside a finished run: confusion cells and top losses, Grad-CAM, the feature map, weight drift, the per-class
-report, and their CLI commands. The tiny runs are trained once per session and shared with test_page_insight.py."""
+report, what the page picks and says, and their CLI commands. The tiny runs are trained once per session and shared
+with test_page_insight.py."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -21,6 +23,7 @@ from PIL import Image
 from workbench import runs
 from workbench.analysis import insight
 from workbench.cli import main
+from workbench.data import DataError, load_rgb
 from workbench.engine import Run
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import create_backbone, data_config
@@ -272,6 +275,95 @@ def test_projections_and_separation_on_known_clusters():
     assert np.array_equal(insight.project(features, "pca"), insight.project(features, "pca"))  # reproducible
     with pytest.raises(insight.InsightError, match="Choose one of: pca, tsne"):
         insight.project(features, "umap")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the page picks and says: checked picks (a browser sent them), grids, captions and messages
+
+
+def _record(tmp_path: Path, run_id: str, status: str, classes: tuple[str, ...] = ("a", "b")) -> runs.RunRecord:
+    return runs.RunRecord(id=run_id, dir=tmp_path / run_id, facts={"class_names": list(classes)},
+                          summary=runs.RunSummary(status=status, class_names=list(classes)))
+
+
+def _prediction(index: int, true: str, predicted: str, confidence: float, loss: float = 1.0) -> insight.ValPrediction:
+    return insight.ValPrediction(index, f"{true}/{true}_{index:03d}.jpg", "", "", true, predicted, confidence,
+                                 1 - confidence, loss)
+
+
+def test_the_run_opened_is_the_one_asked_for_else_the_newest_finished(tmp_path):
+    records = [_record(tmp_path, "3-failed", "failed"), _record(tmp_path, "2-finished", "finished"),
+               _record(tmp_path, "1-other", "finished", classes=("x", "y"))]
+    assert insight.default_run(records, "1-other", "2-finished") == "1-other"  # the URL's run wins
+    assert insight.default_run(records, "../../etc", "3-failed") == "3-failed"  # an unknown id is passed over
+    assert insight.default_run(records, None, None) == "2-finished"
+    assert insight.default_run(records[:1]) == "3-failed"  # no finished run: the newest
+    assert [r.id for r in insight.comparable_runs(records[0], records)] == ["2-finished"]
+
+
+def test_a_clicked_cell_must_name_the_runs_classes_and_a_first_cell_is_the_worst_mistake():
+    names = ["a", "b", "c"]
+    assert insight.clicked_cell([{"x": "b", "y": "a"}, {"x": "c", "y": "c"}], names) == ("a", "b")  # y: the true class
+    for points in ([], [{"x": "giraffe", "y": "a"}], [{"x": "b"}], ["a"]):
+        assert insight.clicked_cell(points, names) is None
+    matrix = [[5, 1, 0], [3, 4, 0], [0, 0, 2]]
+    assert insight.cell_or_first(("c", "a"), matrix, names) == ("c", "a")
+    assert insight.cell_or_first(("a", None), matrix, names) == ("b", "a")  # the most frequent mistake
+    assert insight.cell_or_first(("x", "y"), [[2, 0], [0, 3]], ["a", "b"]) == ("a", "a")  # no mistake at all
+
+
+def test_grids_show_the_first_images_with_captions_that_say_what_they_are():
+    star = _prediction(4, "star", "circle", 0.934)
+    assert insight.cell_caption(star) == "star_004.jpg · 93% sure"
+    assert insight.mistake_caption(star) == "star → circle · 93% sure"
+    assert insight.point_caption(star) == "star → circle"
+    assert insight.image_label(star) == "star/star_004.jpg (predicted circle, 93%)"
+    assert insight.cell_heading("star", "circle", 3) == ("**3 image(s)** of **star** predicted as **circle** (wrong), "
+                                                         "most confident first.")
+    assert "(right)" in insight.cell_heading("star", "star", 1)
+    assert insight.first_shown(list(range(40))) == (list(range(insight.MAX_SHOWN)), "… and 4 more.")
+    assert insight.first_shown([1, 2], limit=2) == ([1, 2], None)
+    predictions = [_prediction(0, "a", "a", 0.9, 0.1), _prediction(1, "a", "b", 0.6, 0.9),
+                   _prediction(2, "b", "a", 0.8, 1.6)]
+    assert [p.index for p in insight.mistakes_first(predictions)] == [2, 1, 0]  # the worst mistake first
+
+
+def test_only_points_of_the_feature_map_are_picked_however_the_selection_reads():
+    points = [_prediction(i, "a", "a", 0.9) for i in range(3)]
+    found = insight.FeatureMap("pca", np.zeros((3, 2)), np.zeros((3, 2)), 0.1, 0.5, points, "the start")
+    selection = [{"customdata": [2, "a/a_002.jpg", "a"]}, {"customdata": [0]}, {"customdata": [2]},
+                 {"customdata": [7]}, {"customdata": [-1]}, {"customdata": ["x"]}, {"customdata": None}, {}, "junk"]
+    assert [p.index for p in insight.picked_points(selection, found)] == [0, 2]
+    assert insight.picked_points([], found) == []
+
+
+def test_what_cannot_be_shown_is_worded_for_the_page():
+    unreadable = DataError("Cannot read 'a/1.jpg'.")
+    assert insight.problem_note("predictions", unreadable) == (
+        "error", "Cannot read 'a/1.jpg'. The validation images of this run cannot be read any more.")
+    assert insight.problem_note("predictions", insight.InsightError("No dataset.")) == ("info", "No dataset.")
+    assert insight.problem_note("grad_cam", insight.InsightError("Unknown class.")) == ("error", "Unknown class.")
+    assert insight.problem_note("drift", unreadable) == ("info", "Cannot read 'a/1.jpg'.")
+    assert insight.recount_note([[1, 0], [0, 1]], [[1, 0], [0, 1]]) is None
+    assert insight.recount_note(None, [[1]]) is None  # nothing recorded: nothing to compare
+    assert "differ from the matrix the run recorded" in insight.recount_note([[1, 0], [0, 1]], [[0, 1], [0, 1]])
+
+
+def test_grad_cam_of_uploaded_bytes_and_of_a_validation_image_no_longer_on_disk(trained):
+    run_dir = trained("full")
+    predictor = Predictor.from_run(run_dir)
+    image = SHAPES / "star" / "star_004.jpg"
+    uploaded = insight.explain(predictor, image.read_bytes())
+    assert np.array_equal(uploaded.heatmap, insight.explain(predictor, image).heatmap)
+    assert uploaded.sentence() == (f"Heat for **{uploaded.class_name}** ({uploaded.probability:.0%}); the model "
+                                   f"predicts **{uploaded.predicted_class}** ({uploaded.predicted_probability:.0%}).")
+    with pytest.raises(DataError, match="Cannot read image"):
+        insight.explain(predictor, b"not an image")
+    first = insight.validation_predictions(run_dir)[0]
+    assert insight.validation_image(run_dir, first) == first.path
+    gone = dataclasses.replace(first, path=str(run_dir / "extracted-and-deleted.jpg"))  # as for a zipped dataset
+    png = insight.validation_image(run_dir, gone)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.asarray(load_rgb(Path(first.path))))
 
 
 # ---------------------------------------------------------------------------------------------------------------

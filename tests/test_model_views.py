@@ -22,10 +22,13 @@ from workbench.analysis.model_views import (
     layer_lr_table,
     lr_finder_figure,
     lr_text,
+    normalisation_note,
     round_lr,
     schedule_figure,
     short_count,
+    suggestion_note,
     thumbnails,
+    training_plan,
 )
 from workbench.data import open_dataset
 from workbench.engine.config import SCHEDULES, RunConfig
@@ -213,3 +216,23 @@ def test_every_schedule_is_explained_and_drawn_with_its_shape():
     assert set(constant) == {1e-3}
     assert cosine[0] < cosine[25] == pytest.approx(1e-3) and cosine[-1] == pytest.approx(1e-5, rel=0.01)
     assert onecycle[0] == pytest.approx(1e-3 / 25) and max(onecycle) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_the_training_plan_is_the_freeze_plan_and_the_layer_rates_of_the_config():
+    config = RunConfig(data="", backbone="test_resnet", strategy="discriminative", lr=1e-3,
+                       options={"layer_decay": 0.5})
+    shown, rows = training_plan(config, 5)
+    assert shown.frozen == plan("discriminative", lr=1e-3, options={"layer_decay": 0.5}).frozen == 0
+    assert rows == layer_lrs("test_resnet", lr=1e-3, layer_decay=0.5)
+    assert training_plan(RunConfig(data="", backbone="test_resnet", strategy="partial"), 5)[1] is None
+    sentence = plan("partial", freeze_depth=4).sentence()
+    summary = plan("partial", freeze_depth=4).summary()
+    assert sentence == (f"**{summary['trainable_params']:,} of {summary['total_params']:,} parameters learn from "
+                        f"your images ({summary['share']:.1%}).**")
+
+
+def test_the_normalisation_and_the_finders_suggestion_read_plainly():
+    assert normalisation_note((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).startswith(
+        "Images are normalised with mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)")
+    assert suggestion_note(0.002, 0.002) == "Suggested: **0.002**, where the loss falls fastest (in use)."
+    assert suggestion_note(0.002, 0.001) == "Suggested: **0.002**, where the loss falls fastest; chosen now: 0.001."

@@ -1,7 +1,8 @@
 """The Model page's choices, from widgets to a RunConfig: the chosen strategy's options as plain widget descriptions,
 the runs a "run" option may name and the folders an "images" option defaults to, the one check of everything a
-browser sent, the choices kept for the Train page, which of them the learning-rate finder depends on, and the
-sentences that say where a run's starting weights come from.
+browser sent, the choices kept for the Train page, which of them the learning-rate finder depends on, the model
+picker's list, and the sentences the page shows (where a run's starting weights come from, early stopping, the time
+estimate, missing data, a failed finder).
 
 Plain values only, so the pages place widgets and the checks stay here, tested without a browser.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 from workbench.analysis.estimate import describe_seconds, estimate_for_machine
 from workbench.data import DataError, open_dataset
+from workbench.engine import failure_hint
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import LayerGroup
 from workbench.runs.records import RunRecord
@@ -31,6 +33,34 @@ RESET_BY_STRATEGY = ("epochs", "lr", "image_size", "freeze_depth")
 NOT_IN_FINDER = ("lr", "epochs", "schedule", "patience")
 """Choices that do not change the learning-rate finder's sweep: a search made before them still holds."""
 USUAL_LEARNING_RATES = (1e-5, 3e-5, 1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 3e-2, 1e-1)
+WEIGHT_BADGES = {"bundled": "✅ bundled", "cached": "✅ cached", "download": "⬇ would download",
+                 "none": "⚠ no pretrained weights"}
+"""How the model picker marks a backbone's pretrained weights (`models.backbones.weights_availability`)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The backbone and the freeze depth
+
+
+def backbone_names(found: list[str], chosen: str, limit: int) -> list[str]:
+    """The backbones the model picker lists: the first `limit` of the search's `found`, and `chosen` first when it
+    is not among them (a new search must not change the model picked)."""
+    names = found[:limit]
+    return names if chosen in names else [chosen, *names]
+
+
+def backbone_label(count: int, limit: int) -> str:
+    """The model picker's label for a search that found `count` backbones, of which it lists `limit` at most:
+    'Model (1 match)', 'Model (1,234 matches, first 300 shown)'."""
+    more = f", first {limit} shown" if count > limit else ""
+    return f"Model ({count:,} match{'es' if count != 1 else ''}{more})"
+
+
+def freeze_depth_within(value: Any, default: int, groups: list[LayerGroup]) -> int:
+    """The freeze depth to show: `value` (kept from before, maybe for another model) when it is a depth the model's
+    layer `groups` allow (0 to the head's index), else `default`."""
+    fits = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= len(groups) - 1
+    return value if fits else default
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,6 +190,16 @@ def plan_lines(plan: RunConfig, groups: list[LayerGroup]) -> list[str]:
 
 MADE_UP_DATASET = {"train": 800, "val": 200}
 """The image counts a time estimate assumes until a dataset is chosen."""
+CLASSES_WITHOUT_DATA = 10
+"""The head's size in the Model page's diagrams until a dataset is chosen."""
+
+
+def missing_data_note(data: str | None) -> str:
+    """Why the Model page shows made-up numbers: no dataset chosen yet (`data` empty), or the chosen one cannot be
+    read any more."""
+    problem = "The chosen dataset cannot be read any more" if data else "No dataset chosen yet"
+    return (f"{problem}: the model's head is sized for {CLASSES_WITHOUT_DATA} classes and the time estimate uses a "
+            "made-up dataset. Choose your images on page 1 first for exact numbers.")
 
 
 def estimate_note(config: RunConfig, counts: dict | None, measure: bool = False) -> str | None:
@@ -203,6 +243,11 @@ def weights_note(backbone: str, availability: str, reachable: bool, pretrained: 
                            "random weights, so it would show no transfer learning. Pick a backbone marked ✅ "
                            "(bundled or cached) on the **Model & strategy** page.")
     return "success", f"✅ Pretrained weights: {WEIGHTS_WORDS[availability]}."
+
+
+def finder_failure(error: Exception) -> str:
+    """What the page says when the learning-rate finder failed with `error`, with what to do about it."""
+    return f"The learning-rate finder failed: {error}. {failure_hint(error)}"
 
 
 def patience_note(patience: int, epochs: int) -> str:

@@ -4,17 +4,19 @@ training, how far each layer group moved from its starting weights, and precisio
 
 Everything here reads the run directory (model, config, summary) and the run's own validation split; the validation
 predictions are cached in the run directory (`val_predictions.json` and small thumbnails), so a page opens instantly
-the second time.
+the second time. The last section checks what the Inside-the-model page's browser picked and words what it shows.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -285,6 +287,11 @@ class Explanation:
     image: np.ndarray  # [H, W, 3] uint8: what the network saw (the evaluation crop)
     method: str
 
+    def sentence(self) -> str:
+        """What the heat is for and what the model answers, in one Markdown line under the picture."""
+        return (f"Heat for **{self.class_name}** ({self.probability:.0%}); the model predicts "
+                f"**{self.predicted_class}** ({self.predicted_probability:.0%}).")
+
     def overlay(self, strength: float = 0.5) -> Image.Image:
         """The image with the heatmap over it in the Turbo colour scale (blue: none, red: the most evidence)."""
         colours = _turbo_lut()[np.round(self.heatmap * 255).astype(np.uint8)]
@@ -298,13 +305,14 @@ def _turbo_lut() -> np.ndarray:
     return np.array([plotly.colors.unlabel_rgb(colour) for colour in samples], dtype=np.float32)
 
 
-def explain(predictor: Predictor, image: ImageInput, class_name: str | None = None) -> Explanation:
-    """Grad-CAM of `image` for `class_name` (default: the class the model predicts). DataError naming the image if
-    it cannot be read; InsightError for a class the model does not know."""
+def explain(predictor: Predictor, image: ImageInput | bytes, class_name: str | None = None) -> Explanation:
+    """Grad-CAM of `image` (a path, an open file, a PIL image, or the bytes of an uploaded file) for `class_name`
+    (default: the class the model predicts). DataError if the image cannot be read; InsightError for a class the
+    model does not know."""
     if class_name is not None and class_name not in predictor.class_names:
         raise InsightError(f"This model does not know the class '{class_name}'. It knows: "
                            f"{', '.join(predictor.class_names)}.")
-    crop = predictor.preprocess(image)
+    crop = predictor.preprocess(io.BytesIO(image) if isinstance(image, bytes) else image)
     batch = predictor.normalize(crop.unsqueeze(0))
     wanted = None if class_name is None else predictor.class_names.index(class_name)
     heatmap, logits, method = grad_cam(predictor.model, batch, wanted)
@@ -317,13 +325,16 @@ def explain(predictor: Predictor, image: ImageInput, class_name: str | None = No
         heatmap=heatmap.float().cpu().numpy(), image=crop.permute(1, 2, 0).numpy(), method=method)
 
 
-def validation_image(run_dir: str | Path, prediction: ValPrediction) -> ImageInput:
-    """The original validation image behind a prediction: its path, or for a zipped dataset (extracted only while
-    it is read) the image itself."""
+def validation_image(run_dir: str | Path, prediction: ValPrediction) -> str | bytes:
+    """The original validation image behind a prediction, as `explain` takes it and a cache can key on: its path,
+    or for a zipped dataset (extracted only while it is read) the image as PNG bytes."""
     if Path(prediction.path).is_file():
         return prediction.path
     with _open_validation_set(Path(run_dir)) as samples:
-        return load_rgb(samples[prediction.index].path)
+        image = load_rgb(samples[prediction.index].path)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -489,3 +500,137 @@ def feature_map(run_dir: str | Path, method: str = "pca") -> FeatureMap:
     seed = runs.load_run(run_dir).config.seed  # starting_model above refused a run without a config
     return FeatureMap(method, project(before, method, seed), project(after, method, seed),
                       separation(before, labels), separation(after, labels), points, before_label)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Inside-the-model page: which run, cell and points were picked (checked: a browser sent them), what a grid
+# shows, and the sentences about it
+
+MAX_SHOWN = 36
+"""Images in one grid: a cell of a big validation set can hold thousands."""
+VIEWS_EXPLAINED = {  # view -> how to read it, in words a teacher can read out (the page's captions)
+    "top_losses": "The mistakes the model was surest about, worst first. Look for mislabelled images, confusing "
+                  "backgrounds or classes that really do look alike.",
+    "projections": "PCA: the two directions of largest spread (fast, faithful to distances). t-SNE: keeps neighbours "
+                   "together (shows clusters better, distances between clusters mean little).",
+    "separation": "Class separation: the silhouette score of the classes in the full feature space (cosine distance), "
+                  "from −1 (mixed up) through 0 (overlapping) to 1 (far apart). It measures how tight and far apart "
+                  "the clusters are, not whether the head can cut between them: a run can be 100% right with a "
+                  "modest score.",
+    "drift": "How far training moved each layer group from its starting weights, as a share of their size "
+             "(‖w − w₀‖ / ‖w₀‖), from the stem (left) to the head (right). Frozen groups stay at exactly 0; in a "
+             "fine-tune the lower layers usually move least, and L2-SP holds the whole backbone closer to its start. "
+             "The head starts from random weights, so it usually moves most.",
+    "report": "Precision: of the images predicted as this class, the share that were. Recall: of this class's images, "
+              "the share found. F1: the harmonic mean of the two. Support: validation images of the class.",
+}
+T = TypeVar("T")
+
+
+def default_run(records: Sequence[runs.RunRecord], *wanted: str | None) -> str:
+    """The id of the run to open among `records` (newest first, not empty): the first of `wanted` (the URL's, the
+    Train page's) that is one of them, else the newest finished run, else the newest."""
+    ids = {record.id for record in records}
+    found = next((run_id for run_id in wanted if run_id in ids), None)
+    if found is not None:
+        return found
+    finished = [record for record in records if record.status == "finished"]
+    return (finished or list(records))[0].id
+
+
+def comparable_runs(record: runs.RunRecord, records: Sequence[runs.RunRecord]) -> list[runs.RunRecord]:
+    """The other runs of `records` with the same classes: Grad-CAM can explain the same picture with both."""
+    return [r for r in records if r.id != record.id and r.class_names == record.class_names]
+
+
+def clicked_cell(points: Sequence[dict], class_names: Sequence[str]) -> tuple[str, str] | None:
+    """(true class, predicted class) of the confusion-matrix cell clicked (its first point: y is the true class, x
+    the predicted one); None when nothing is clicked or the point names a class the run does not have."""
+    if not points or not isinstance(points[0], dict):
+        return None
+    cell = (str(points[0].get("y")), str(points[0].get("x")))
+    return cell if set(cell) <= set(class_names) else None
+
+
+def cell_or_first(cell: tuple[str | None, str | None], matrix: list[list[int]],
+                  class_names: list[str]) -> tuple[str, str]:
+    """`cell` (true class, predicted class) when both are classes of the run; else the cell to show first: the most
+    frequent mistake, or the first class's right answers when there is none."""
+    if set(cell) <= set(class_names):
+        return cell
+    worst = most_confused(matrix, class_names, 1)
+    return (worst[0][0], worst[0][1]) if worst else (class_names[0], class_names[0])
+
+
+def cell_heading(true_class: str, predicted_class: str, count: int) -> str:
+    """The Markdown line above the images of a confusion-matrix cell."""
+    verdict = "right" if true_class == predicted_class else "wrong"
+    return (f"**{count} image(s)** of **{true_class}** predicted as **{predicted_class}** ({verdict}), most "
+            "confident first.")
+
+
+def cell_caption(prediction: ValPrediction) -> str:
+    """An image in a cell (its classes are the cell's): 'star_004.jpg · 93% sure'."""
+    return f"{prediction.name.split('/')[-1]} · {prediction.confidence:.0%} sure"
+
+
+def mistake_caption(prediction: ValPrediction) -> str:
+    """A top loss: 'star → circle · 93% sure'."""
+    return f"{prediction.true_class} → {prediction.predicted_class} · {prediction.confidence:.0%} sure"
+
+
+def point_caption(prediction: ValPrediction) -> str:
+    """A point picked on the feature map: 'star → circle'."""
+    return f"{prediction.true_class} → {prediction.predicted_class}"
+
+
+def first_shown(items: Sequence[T], limit: int = MAX_SHOWN) -> tuple[list[T], str | None]:
+    """The first `limit` of `items`, and a line saying how many more there are (None when all are shown)."""
+    hidden = len(items) - limit
+    return list(items[:limit]), (f"… and {hidden} more." if hidden > 0 else None)
+
+
+def mistakes_first(predictions: Sequence[ValPrediction]) -> list[ValPrediction]:
+    """Every prediction, the mistakes first (highest loss first: the ones worth explaining), then the right ones."""
+    return most_wrong(predictions, len(predictions)) + [p for p in predictions if p.correct]
+
+
+def image_label(prediction: ValPrediction) -> str:
+    """A validation image in a picker: 'star/star_004.jpg (predicted circle, 93%)'."""
+    return f"{prediction.name} (predicted {prediction.predicted_class}, {prediction.confidence:.0%})"
+
+
+def picked_points(points: Sequence[dict], found: FeatureMap) -> list[ValPrediction]:
+    """The validation images of the points picked on the feature map, in split order. Each point carries its row as
+    `customdata[0]` (`charts.class_feature_map_figure`); a point without a row of this map is ignored."""
+    rows = set()
+    for point in points:
+        data = point.get("customdata") if isinstance(point, dict) else None
+        try:
+            row = int(data[0])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if 0 <= row < len(found.points):
+            rows.add(row)
+    return [found.points[row] for row in sorted(rows)]
+
+
+def problem_note(view: str, error: InsightError | DataError) -> tuple[str, str]:
+    """(level, sentence) when a view cannot be computed for a run; level is "info" (this run has no such view, the
+    error says why) or "error". `view` is "predictions" (the validation predictions: a DataError means their images
+    cannot be read any more), "grad_cam" (an error either way: the picture or the class asked for) or another."""
+    if view == "grad_cam":
+        return "error", str(error)
+    if view == "predictions" and isinstance(error, DataError):
+        return "error", f"{error} The validation images of this run cannot be read any more."
+    return "info", str(error)
+
+
+def recount_note(recorded: list[list[int]] | None, matrix: list[list[int]]) -> str | None:
+    """A warning when the confusion `matrix` of the predictions made now differs from the one the run `recorded` at
+    its end (None when they agree, or when the run recorded none)."""
+    if not recorded or recorded == matrix:
+        return None
+    return ("These predictions, made again now, differ from the matrix the run recorded at its end: the dataset may "
+            "have changed since, or the run trained on a GPU (whose bfloat16 arithmetic rounds differently). The "
+            "images below are the ones behind the matrix shown here.")

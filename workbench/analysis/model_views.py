@@ -18,7 +18,7 @@ from workbench.core.plot_style import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
 from workbench.data import Augmentation, DataError, HealthReport, ImageDataset, load_rgb
 from workbench.engine import RunConfig, layer_learning_rates, lr_at
 from workbench.models.backbones import LayerGroup, layer_groups, meta_model
-from workbench.strategies import Strategy, trainable_per_group
+from workbench.strategies import Strategy, get_strategy, trainable_per_group
 
 THUMBNAIL_SIZE = 96
 FROZEN_COLOUR, PARTLY_COLOUR, TRAINABLE_COLOUR = "#9fb3c8", "#f9d29d", "#f28e2b"
@@ -68,6 +68,21 @@ def preview_note(image: str | Path, preset: Augmentation, count: int, image_size
             f"through the {preset.title.lower()} preset at {image_size} px. Every epoch draws new changes.{mixing}")
 
 
+def normalisation_note(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    """How images are normalised for a backbone whose pretrained config gives this `mean` and `std`."""
+    mean_text, std_text = (", ".join(f"{v:.3f}" for v in values) for values in (mean, std))
+    return (f"Images are normalised with mean ({mean_text}) and std ({std_text}), from the model's own pretrained "
+            "config.")
+
+
+def training_plan(config: RunConfig, num_classes: int) -> tuple[FreezePlan, list[dict] | None]:
+    """The Model page's diagrams of `config` for a head of `num_classes`: what trains in its last epoch
+    (`freeze_plan`), and each layer's learning rate when they differ (`layer_lr_plan`, else None)."""
+    strategy = get_strategy(config.strategy)
+    return (freeze_plan(strategy, config.backbone, num_classes, config),
+            layer_lr_plan(strategy, config.backbone, num_classes, config))
+
+
 def freeze_plan(strategy: Strategy, backbone: str, num_classes: int, config: RunConfig) -> FreezePlan:
     """What trains in the last epoch of `config` under `strategy`, group by group, worked out by the strategy's own
     hooks on the model's structure (no weights): the Model page's freeze diagram for any strategy."""
@@ -90,6 +105,12 @@ class FreezePlan:
     def summary(self) -> dict:
         """`freeze_summary` of this plan: trainable_params, total_params and share."""
         return freeze_summary(self.groups, self.frozen, self.per_group)
+
+    def sentence(self) -> str:
+        """How much of the model learns, in one bold Markdown line."""
+        summary = self.summary()
+        return (f"**{summary['trainable_params']:,} of {summary['total_params']:,} parameters learn from your images "
+                f"({summary['share']:.1%}).**")
 
 
 def layer_lr_plan(strategy: Strategy, backbone: str, num_classes: int, config: RunConfig) -> list[dict] | None:
@@ -242,6 +263,12 @@ def layer_lr_figure(rows: list[dict]) -> go.Figure:
                      dtick=1 if head / stem >= 10 else None)
     return fig.update_layout(**LAYOUT, height=300, title=f"Learning rate of each layer: {lr_text(head)} for the head, "
                                                          f"{lr_text(stem)} for the stem ({head / stem:,.0f}× less)")
+
+
+def suggestion_note(suggestion: float, current: float) -> str:
+    """The line next to "Use this learning rate": the finder's (rounded) `suggestion`, and the `current` choice."""
+    chosen = " (in use)." if current == suggestion else f"; chosen now: {current:g}."
+    return f"Suggested: **{suggestion:g}**, where the loss falls fastest{chosen}"
 
 
 def lr_finder_figure(lrs: list[float], losses: list[float], suggestion: float,

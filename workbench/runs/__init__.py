@@ -4,28 +4,28 @@ The folder format itself is `workbench.core.runfolder`; re-exported here because
 """
 
 from workbench.core.runfolder import (
-    append_jsonl,
     BATCHES_FILE,
-    clear_live,
     CONFIG_FILE,
     HEALTH_FILE,
-    is_live,
     LIVE_FILE,
-    mark_live,
     METRICS_FILE,
     MODEL_FILE,
     MODEL_INFO_FILE,
+    STALE_AFTER_S,
+    SUMMARY_FILE,
+    append_jsonl,
+    clear_live,
+    is_live,
+    mark_live,
     new_run_id,
     read_jsonl,
     replacing,
     run_folder,
-    STALE_AFTER_S,
-    SUMMARY_FILE,
     write_json,
 )
 from workbench.models.trained import (
-    load_model,
     LoadedModel,
+    load_model,
     save_run_model,
     saved_epoch,
 )
