@@ -6,7 +6,9 @@ import dataclasses
 import pytest
 import torch
 from safetensors.torch import load_file
+from streamlit.testing.v1 import AppTest
 
+from ui_common import CHOICES, DATASET
 from workbench.cli import build_parser
 from workbench.core.runfolder import MODEL_FILE
 from workbench.engine import Run, RunConfig
@@ -14,7 +16,8 @@ from workbench.models.backbones import create_backbone, layer_groups
 from workbench.strategies import STRATEGIES, get_strategy
 from workbench.strategies.lpft import PROBE_HEAD_FILE
 
-from .conftest import SHAPES
+from .conftest import REPO, SHAPES
+from .test_pages_data_model import model_page
 
 # Real pretrained features (the bundled weights): with random test models there is nothing for a probe to find.
 # 96 px and 5 epochs: a minute on two cores, and enough steps for the fine-tunes' drifts to part.
@@ -84,3 +87,22 @@ def test_lpft_is_explained_raced_and_checked_like_any_strategy():
     assert args.probe_epochs == 7
     config = RunConfig.from_dict({"data": str(SHAPES), "strategy": "lpft", "probe_lr": 0.05})
     assert dataclasses.asdict(config.options) == {"probe_epochs": 30, "probe_lr": 0.05}
+
+
+def test_the_model_page_explains_lpft_and_offers_its_options():
+    at = model_page(**{CHOICES: {"backbone": "test_resnet", "strategy": "lpft"}})
+    assert not at.exception
+    shown = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert get_strategy("lpft").explanation[:80] in shown
+    assert at.number_input(key="model.probe_epochs").value == 30
+    assert at.number_input(key="model.probe_lr").value == pytest.approx(1e-2)
+    at.number_input(key="model.probe_epochs").set_value(12).run()
+    assert not at.exception and at.session_state[CHOICES]["probe_epochs"] == 12
+
+
+def test_the_compare_pages_race_offers_lpft():
+    at = AppTest.from_file(str(REPO / "pages" / "4_compare.py"), default_timeout=60)
+    at.session_state[DATASET] = str(SHAPES)
+    at.run()
+    assert not at.exception
+    assert "lpft" in at.multiselect(key="race_strategies").options

@@ -29,11 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
-from plotly.subplots import make_subplots
 from torch.utils.data import DataLoader
 
 from workbench.core.plot_style import LAYOUT, epoch_axis
@@ -45,6 +42,8 @@ from workbench.strategies.code import StrategyCode
 from workbench.strategies.discriminative import LayerDecayOptions, layer_decay_code, layer_decay_groups
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from workbench.engine.config import RunConfig
     from workbench.runs.records import RunRecord
 
@@ -378,6 +377,10 @@ DANN_CURVES = (("val_acc", "source accuracy (validation)", "#1f77b4", None),
 def dann_curves(metrics: list[dict], epochs: int | None = None) -> go.Figure:
     """Per epoch: source and target accuracy, the domain classifier's accuracy (50% = the domains look alike to
     it) and λ. Target accuracy only when the target images have labels."""
+    # plotly and pandas only for the pages' charts: importing them with the engine cost every training process about
+    # 70 MB and a quarter of a second
+    import plotly.graph_objects as go
+
     fig = go.Figure()
     done = [m["epoch"] for m in metrics]
     for key, name, colour, dash in DANN_CURVES:
@@ -397,6 +400,9 @@ def feature_map_figure(maps: dict) -> go.Figure:
     apart."""
     stages = [stage for stage in ("before", "after") if stage in maps]
     titles = {"before": "Before adaptation (pretrained backbone)", "after": "After adaptation (trained)"}
+    import pandas as pd
+    from plotly.subplots import make_subplots
+
     fig = make_subplots(rows=1, cols=len(stages), subplot_titles=[titles[s] for s in stages])
     for col, stage in enumerate(stages, start=1):
         points = pd.DataFrame(maps[stage])

@@ -23,11 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
-from plotly.subplots import make_subplots
 
 from workbench.core.fields import help_field
 from workbench.core.latency import latency
@@ -39,6 +36,9 @@ from workbench.strategies.base import Figure, Objective, Panel, Strategy, Table,
 from workbench.strategies.code import StrategyCode
 
 if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
     from workbench.engine.config import RunConfig
     from workbench.runs.records import RunRecord
 
@@ -271,6 +271,8 @@ def teacher_student_comparison(record: RunRecord) -> pd.DataFrame:
                          "give the student's run directory.")
     if not record.has_model:
         raise FileNotFoundError(f"Run '{record.id}' has no saved model (it may have failed before the end).")
+    import pandas as pd  # for the pages and the CLI's table only: not loaded with the engine
+
     saved = record.dir / COMPARISON_FILE
     if saved.is_file():
         return pd.DataFrame(json.loads(saved.read_text())).set_index("model")
@@ -296,6 +298,8 @@ COMPARISON_BARS = (("val accuracy", "Validation accuracy", ".0%"), ("parameters"
 
 def teacher_student_figure(table: pd.DataFrame) -> go.Figure:
     """Small bar charts, teacher next to student: accuracy, parameters, size on disk and CPU latency."""
+    from plotly.subplots import make_subplots  # for the pages only: not loaded with the engine
+
     fig = make_subplots(rows=1, cols=len(COMPARISON_BARS), subplot_titles=[t for _, t, _ in COMPARISON_BARS])
     colours = {"teacher": "#9467bd", "student": "#17becf"}
     for col, (column, _, fmt) in enumerate(COMPARISON_BARS, start=1):
