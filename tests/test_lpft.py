@@ -79,7 +79,8 @@ def test_phase_two_moves_the_backbone_less_than_a_full_fine_tune(three_runs):
 def test_lpft_is_explained_raced_and_checked_like_any_strategy():
     strategy = get_strategy("lpft")
     assert len(strategy.explanation) > 200 and "linear probe" in strategy.explanation
-    assert strategy.race and strategy.pretrained and strategy.trains_backbone(None)
+    assert strategy.race and strategy.pretrained
+    assert strategy.trains_backbone(RunConfig(data=str(SHAPES), strategy="lpft"))
     assert list(STRATEGIES)[-1] == "lpft"
     with pytest.raises(ValueError, match="--probe-epochs"):
         RunConfig(data=str(SHAPES), strategy="lpft", options={"probe_epochs": 0})

@@ -282,14 +282,6 @@ class Strategy:
         return StrategyCode(left_out=[f"what this strategy adds to a full fine-tune (its options {', '.join(options)})"
                                       ": this script is a plain full fine-tune"])
 
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name, "title": self.title, "explanation": self.explanation, "trains": self.trains,
-            "default_epochs": self.default_epochs, "default_lr": self.default_lr, "pretrained": self.pretrained,
-            "freeze_depth": self.freeze_label is not None, "caches_features": not self.trains_backbone(None),
-            "options": [f.name for f in dataclasses.fields(self.Options)],
-        }
-
 
 STRATEGIES: dict[str, Strategy] = {}
 
