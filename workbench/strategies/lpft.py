@@ -109,6 +109,10 @@ class LPFT(Strategy):
     def objective(self, config: RunConfig, class_names: list[str]) -> Objective:
         return ProbeFirst(config.options)
 
+    def freeze_note(self, groups, config: RunConfig, frozen: int) -> str:
+        return ("Shown: phase 2, the fine-tune of every layer. Before it, phase 1 trains only the head, on features the "
+                "frozen network computes once per image.")
+
     def plan(self, config: RunConfig) -> list[str]:
         return [f"**Phase 1:** linear probe, {config.options.probe_epochs} passes at lr {config.options.probe_lr:g} "
                 f"on cached features · **Phase 2:** every layer, {config.epochs} epochs, from that head"]
