@@ -110,8 +110,8 @@ class LPFT(Strategy):
         return ProbeFirst(config.options)
 
     def freeze_note(self, groups, config: RunConfig, frozen: int) -> str:
-        return ("Shown: phase 2, the fine-tune of every layer. Before it, phase 1 trains only the head, on features the "
-                "frozen network computes once per image.")
+        return ("Shown: phase 2, the fine-tune of every layer. Before it, phase 1 trains only the head, on features "
+                "the frozen network computes once per image.")
 
     def plan(self, config: RunConfig) -> list[str]:
         return [f"**Phase 1:** linear probe, {config.options.probe_epochs} passes at lr {config.options.probe_lr:g} "
