@@ -26,6 +26,16 @@ from workbench.core.runfolder import MODEL_FILE, MODEL_INFO_FILE, replacing, wri
 from workbench.data import decode_resized, eval_transform
 
 
+def model_files(run_dir: str | Path) -> tuple[Path, Path]:
+    """(weights, model.json) of the run in `run_dir`: where its trained model is, whether or not it exists yet."""
+    return Path(run_dir) / MODEL_FILE, Path(run_dir) / MODEL_INFO_FILE
+
+
+def has_model_files(run_dir: str | Path) -> bool:
+    """Both files a trained model needs are on disk (what `load_model` reads)."""
+    return all(path.is_file() for path in model_files(run_dir))
+
+
 def save_run_model(run_dir: Path, model: torch.nn.Module, info: dict, epoch: int | None = None) -> None:
     """Weights as safetensors (atomically, tagged with the epoch they come from) plus what is needed to rebuild the
     model (backbone name, classes, preprocessing). The model itself is left as it is: this also runs mid-training."""

@@ -18,8 +18,6 @@ from workbench.core.runfolder import (
     CONFIG_FILE,
     HEALTH_FILE,
     METRICS_FILE,
-    MODEL_FILE,
-    MODEL_INFO_FILE,
     SUMMARY_FILE,
     is_live,
     read_jsonl,
@@ -27,6 +25,7 @@ from workbench.core.runfolder import (
 )
 from workbench.data import Sample, open_dataset
 from workbench.engine.config import RunConfig
+from workbench.models.trained import has_model_files, model_files
 
 # -------------------------------------------------------------------------------------------------------------------
 # Reading
@@ -135,13 +134,13 @@ class RunRecord:
     @property
     def model_files(self) -> tuple[Path, Path]:
         """(weights, model.json): where the trained model is, whether or not it exists yet."""
-        return self.dir / MODEL_FILE, self.dir / MODEL_INFO_FILE
+        return model_files(self.dir)
 
     @property
     def has_model(self) -> bool:
         """The one rule for "this run has a usable model": it is no longer training and its weights and model.json
         are on disk (a stopped, failed or interrupted run keeps its last checkpoint, which is usable)."""
-        return self.status in ENDED and all(path.is_file() for path in self.model_files)
+        return self.status in ENDED and has_model_files(self.dir)
 
     @classmethod
     def from_dicts(cls, run_dir: str | Path, facts: dict, summary: dict | None = None,

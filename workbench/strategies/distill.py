@@ -31,7 +31,7 @@ from workbench.core.latency import latency
 from workbench.core.plot_style import LAYOUT
 from workbench.core.runfolder import CONFIG_FILE, MODEL_FILE, MODEL_INFO_FILE, SUMMARY_FILE, write_json
 from workbench.data import AUGMENTATIONS
-from workbench.models.trained import BATCH_SIZE, Predictor
+from workbench.models.trained import BATCH_SIZE, Predictor, has_model_files
 from workbench.strategies.base import Figure, Objective, Panel, Strategy, Table, TrainingContext, register
 from workbench.strategies.code import StrategyCode
 
@@ -99,7 +99,7 @@ def check_teacher(teacher_run: str, runs_dir: Path, class_names: list[str]) -> d
     if status != "finished":
         raise TeacherError(f"Teacher run '{folder.name}' is {status}, not finished: only a finished run can "
                            "teach. Pick another run, or train the teacher to the end first.")
-    if not ((folder / MODEL_FILE).is_file() and (folder / MODEL_INFO_FILE).is_file()):
+    if not has_model_files(folder):
         raise TeacherError(f"Teacher run '{folder.name}' has no saved model ({MODEL_FILE}). Pick another run.")
     teacher_classes = _read(folder / MODEL_INFO_FILE).get("class_names")
     if teacher_classes != class_names:
@@ -278,7 +278,7 @@ def teacher_student_comparison(record: RunRecord) -> pd.DataFrame:
         return pd.DataFrame(json.loads(saved.read_text())).set_index("model")
     teacher = record.facts.get("teacher") or {}
     teacher_dir = Path(teacher.get("dir", ""))
-    if not (teacher_dir / MODEL_FILE).is_file():
+    if not has_model_files(teacher_dir):
         raise FileNotFoundError(f"The teacher of run '{record.id}' ({teacher.get('run_id')}) is no longer at "
                                 f"'{teacher_dir}': its model is needed to measure it.")
     with record.validation_images() as samples:
