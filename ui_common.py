@@ -159,7 +159,7 @@ def option_ui(widget: choices.OptionWidget, column, class_names: list[str] | Non
 
 def run_ui(widget: choices.OptionWidget, column, class_names: list[str] | None) -> str:
     """A finished run with a model on the same classes, the most accurate first."""
-    candidates = choices.runs_with_model(get_registry().records(), class_names) if class_names else []
+    candidates = choices.option_runs(get_registry().records(), class_names) if class_names else []
     if not candidates:
         column.warning("No finished run with a saved model on these classes yet. Train one first on the **Train** "
                        "page, then come back.")

@@ -58,9 +58,9 @@ def test_runs_with_a_model_on_the_same_classes_come_most_accurate_first(tmp_path
              record(tmp_path, "20260101-120000-other", "finished", 1.0, classes=["a", "b"]),
              record(tmp_path, "20260101-130000-fail", "failed", 0.95),
              record(tmp_path, "20260101-140000-lost", "finished", 0.99, model=False)]
-    assert [r.id for r in choices.runs_with_model(found, CLASSES)] == ["20260101-110000-best", "20260101-100000-good"]
+    assert [r.id for r in choices.option_runs(found, CLASSES)] == ["20260101-110000-best", "20260101-100000-good"]
     assert choices.run_label(found[1]) == "test_resnet · full · 90% · best"
-    assert choices.runs_with_model(found, ["circle"]) == []
+    assert choices.option_runs(found, ["circle"]) == []
 
 
 def test_an_images_option_starts_from_the_training_datas_shifted_variant():

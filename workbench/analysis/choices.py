@@ -89,7 +89,7 @@ def option_widgets(strategy: Strategy) -> list[OptionWidget]:
     return found
 
 
-def runs_with_model(records: list[RunRecord], class_names: list[str]) -> list[RunRecord]:
+def option_runs(records: list[RunRecord], class_names: list[str]) -> list[RunRecord]:
     """Finished runs with a usable model on exactly these classes, most accurate first: what a "run" option (a
     teacher, say) may name."""
     found = [r for r in records if r.status == "finished" and r.has_model and r.class_names == class_names]
