@@ -11,8 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.core.plot_style import LAYOUT, TRAIN_COLOUR, VAL_COLOUR
-from workbench.core.plot_style import epoch_axis as _epoch_axis
+from workbench.core.plot_style import LAYOUT, TRAIN_COLOUR, VAL_COLOUR, epoch_axis
 from workbench.runs.records import RunRecord, RunSummary
 
 METRIC_TITLES = {"val_acc": "Validation accuracy", "val_loss": "Validation loss", "train_acc": "Training accuracy",
@@ -38,7 +37,7 @@ def training_curves(metrics: list[dict], batches: list[dict], epochs: int | None
         dash = "dot" if key.startswith("train") and col == 2 else None
         fig.add_scatter(x=done, y=[m[key] for m in metrics], mode="lines+markers", name=name,
                         line=dict(color=colour, dash=dash), row=1, col=col)
-    _epoch_axis(fig, done + [batch_position(b) for b in batches[-1:]], epochs)
+    epoch_axis(fig, done + [batch_position(b) for b in batches[-1:]], epochs)
     _mark_phases(fig, metrics)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
@@ -97,7 +96,7 @@ def lr_curve(batches: list[dict], epochs: int | None = None) -> go.Figure:
     x = [batch_position(b) for b in batches]
     fig = go.Figure(go.Scatter(x=x, y=[b["lr"] for b in batches], mode="lines", name="learning rate",
                                line=dict(color="#2ca02c")))
-    _epoch_axis(fig, x, epochs)
+    epoch_axis(fig, x, epochs)
     fig.update_yaxes(title_text="learning rate", exponentformat="e", rangemode="tozero")
     return fig.update_layout(**LAYOUT, height=260, title="Learning rate")
 
@@ -133,7 +132,7 @@ def overlay_curves(records: dict[str, list[dict]], metric: str = "val_acc") -> g
     for label, metrics in records.items():
         fig.add_scatter(x=[m["epoch"] for m in metrics], y=[m[metric] for m in metrics], mode="lines+markers",
                         name=label)
-    _epoch_axis(fig, [m["epoch"] for metrics in records.values() for m in metrics])
+    epoch_axis(fig, [m["epoch"] for metrics in records.values() for m in metrics])
     if metric.endswith("acc"):
         fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     else:
