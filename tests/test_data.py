@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from workbench.data import AUGMENTATIONS, CachedImages, DataError, ImageCache, eval_transform, load_rgb, open_dataset
-from workbench.data import dataset as data_module  # where the zip limits are read
+from workbench.data import zips as data_module  # where the zip limits are read
 
 COLOURS = {"cats": (200, 30, 30), "dogs": (30, 200, 30), "owls": (30, 30, 200)}
 
@@ -63,8 +63,8 @@ def test_split_is_stratified_and_seeded(tmp_path):
     assert not first.report.has_split
     assert names(first.val) == names(again.val)
     assert names(first.val) != names(other.val)
-    assert first.report.counts == {"cats": {"train": 8, "val": 2}, "dogs": {"train": 8, "val": 2},
-                                   "owls": {"train": 4, "val": 1}}
+    assert first.report.counts == {"cats": {"train": 8, "val": 2, "test": 0}, "dogs": {"train": 8, "val": 2, "test": 0},
+                                   "owls": {"train": 4, "val": 1, "test": 0}}
     assert {s.label for s in first.val} == {0, 1, 2}
     for sample in first.train + first.val:
         assert first.class_names[sample.label] == sample.path.parent.name
@@ -92,7 +92,7 @@ def test_train_val_layout_is_used_as_given(tmp_path):
 
     assert ds.report.has_split
     assert ds.class_names == ["cats", "dogs", "owls"]
-    assert ds.report.counts["owls"] == {"train": 3, "val": 0}
+    assert ds.report.counts["owls"] == {"train": 3, "val": 0, "test": 0}
     assert all(s.path.parts[-3] == "train" for s in ds.train)
     assert all(s.path.parts[-3] == "valid" for s in ds.val)
     problems = "\n".join(ds.report.problems())
@@ -229,7 +229,7 @@ def test_corrupt_and_non_image_files_are_skipped_with_reasons(tmp_path):
     assert reasons["dogs/truncated.jpg"].startswith("corrupt or truncated image")
     assert reasons["loose.jpg"] == "image not inside a class folder"
     assert len(ds.train) + len(ds.val) == 8
-    assert ds.report.counts["dogs"] == {"train": 3, "val": 1}
+    assert ds.report.counts["dogs"] == {"train": 3, "val": 1, "test": 0}
     assert "4 files skipped" in ds.report.problems()[0]
     assert "cats/notes.txt" in ds.report.problems()[0]
 
@@ -267,7 +267,7 @@ def test_duplicates_leakage_and_label_conflicts(tmp_path):
     assert [set(g) for g in report.label_conflicts] == [{"train/cats/cats_02.jpg", "train/dogs/cat_filed_as_dog.jpg"}]
     problems = "\n".join(report.problems())
     assert "identical files" in problems
-    assert "in both train and val" in problems and "val/cats/copy_in_val.jpg" in problems
+    assert "in both training and validation" in problems and "val/cats/copy_in_val.jpg" in problems
     assert "different classes" in problems
 
 
@@ -284,7 +284,7 @@ def test_imbalance_and_tiny_classes_are_reported(tmp_path):
     report = open_dataset(make_classes(tmp_path / "ds", {"cats": 12, "dogs": 4, "owls": 1})).report
     assert report.imbalance_ratio == 12.0
     assert report.tiny_classes == ["owls"]
-    assert report.counts["owls"] == {"train": 1, "val": 0}
+    assert report.counts["owls"] == {"train": 1, "val": 0, "test": 0}
     problems = "\n".join(report.problems())
     assert "'owls' has only 1 readable image" in problems
     assert "imbalanced (12.0x)" in problems and "'cats' has 12" in problems
@@ -308,7 +308,7 @@ def test_missing_path(tmp_path):
 
 def test_empty_folder_explains_the_layout(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"empty' has no class subfolders.*<class_name>/<images>"):
+    with pytest.raises(DataError, match=r"empty' has no class subfolders.*<class>/<images>"):
         open_dataset(tmp_path / "empty")
 
 

@@ -1,34 +1,35 @@
-"""Data in: image folders and zips read safely, the health report, a decoded-image cache, augmentation presets.
+"""Data in: image folders, zips and label files read as their owners meant them, the health report, a decoded-image
+cache, augmentation presets.
 
-`uploads` keeps what a browser uploads.
+`images` reads one file, `zips` checks and extracts zips, `layouts` and `labels` recognise how a dataset is laid out,
+`dataset` splits and reports, `uploads` keeps what a browser uploads.
 """
 
 from workbench.data.dataset import (
-    ARCHIVE_EXTENSIONS,
     AUGMENTATIONS,
-    IGNORED_NAMES,
-    IMAGE_EXTENSIONS,
-    MAX_ZIP_MEMBERS,
-    MAX_ZIP_RATIO,
-    MAX_ZIP_TOTAL_BYTES,
-    RESIZE_METHOD,
     SHOWN_EXAMPLES,
+    SPLITS,
     STRONG_IMBALANCE_RATIO,
-    VAL_FOLDER_NAMES,
-    VERIFY_DRAFT_SIZE,
-    ZIP_RATIO_MIN_BYTES,
     Augmentation,
     CachedImages,
-    DataError,
     HealthReport,
     ImageCache,
     ImageDataset,
     Sample,
-    SkippedFile,
     augmentation_preview,
-    check_zip,
-    decode_resized,
     eval_transform,
-    load_rgb,
     open_dataset,
+    recognise,
 )
+from workbench.data.images import (
+    ARCHIVE_EXTENSIONS,
+    IGNORED_NAMES,
+    IMAGE_EXTENSIONS,
+    RESIZE_METHOD,
+    VERIFY_DRAFT_SIZE,
+    DataError,
+    decode_resized,
+    load_rgb,
+)
+from workbench.data.layouts import NO_FOLDER, SPLIT_FOLDER_NAMES, VAL_FOLDER_NAMES, LayoutChoice, SkippedFile
+from workbench.data.zips import MAX_ZIP_MEMBERS, MAX_ZIP_RATIO, MAX_ZIP_TOTAL_BYTES, ZIP_RATIO_MIN_BYTES, check_zip

@@ -1,83 +1,61 @@
 """A user's image folder (or .zip) made ready for transfer learning.
 
-`open_dataset` reads an ImageFolder layout, checks every file once and reports what is wrong in plain words
-(`HealthReport`); `ImageCache` decodes each image once into a small uint8 tensor; `AUGMENTATIONS` are the named
-training-time presets the UI lists; `CachedImages` ties samples, cache and a transform into a torch Dataset.
+`open_dataset` recognises the layout (`layouts`, `labels`), checks every file once and reports what is wrong in plain
+words (`HealthReport`), and splits the images into training, validation and (when asked or given) a held-out test
+set; `ImageCache` decodes each image once into a small uint8 tensor; `AUGMENTATIONS` are the named training-time
+presets the UI lists; `CachedImages` ties samples, cache and a transform into a torch Dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import os
 import random
-import re
 import shutil
-import stat
-import struct
 import tempfile
 import threading
-import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
-import numpy as np
 import torch
 import torch.utils.data
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision.transforms import v2
-from torchvision.transforms.v2.functional import pil_to_tensor
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-VAL_FOLDER_NAMES = ("val", "valid", "validation")
-IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})  # OS clutter, never the user's data
-ARCHIVE_EXTENSIONS = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"})
-
-MAX_ZIP_MEMBERS = 20_000
-MAX_ZIP_TOTAL_BYTES = 2 << 30
-MAX_ZIP_RATIO = 200  # uncompressed / compressed, checked for members larger than ZIP_RATIO_MIN_BYTES
-ZIP_RATIO_MIN_BYTES = 1 << 20
+from workbench.data import labels
+from workbench.data.images import IMAGE_EXTENSIONS, DataError, check_files, decode_resized
+from workbench.data.layouts import (
+    Candidate,
+    Layout,
+    LayoutChoice,
+    SkippedFile,
+    folder_layout,
+    require_trainable_classes,
+    tables,
+    unwrap,
+)
+from workbench.data.zips import check_zip, extract_zip
 
 STRONG_IMBALANCE_RATIO = 3.0
-VERIFY_DRAFT_SIZE = (64, 64)  # checking a file decodes is enough; JPEG draft mode makes it cheap
 SHOWN_EXAMPLES = 3  # how many file names a problem line quotes before "and N more"
-RESIZE_METHOD = Image.Resampling.BICUBIC  # how every image is resized, for training and prediction
-
-# PIL raises any of these on malformed files, depending on the format and where the bytes go wrong.
-_DECODE_FAILURES = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error)
-_LAYOUT_HELP = "Expected layout: <folder>/<class_name>/<images>, one subfolder per class (e.g. cats/, dogs/)"
-
-
-class DataError(ValueError):
-    """Bad dataset input. The message names the file/folder/option and says what to do."""
-
-    def __init__(self, message: str):
-        super().__init__(_readable_name(message))  # it quotes paths, which may not be valid UTF-8
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class Sample:
     path: Path
     label: int
-    split: str  # "train" | "val"
-
-
-@dataclass
-class SkippedFile:
-    path: str  # relative to the dataset root, with "/" separators
-    reason: str
+    split: str  # "train" | "val" | "test"
 
 
 @dataclass
 class HealthReport:
     class_names: list[str]
     counts: dict[str, dict[str, int]]
-    """class -> {"train": n, "val": n}, readable images only."""
+    """class -> {"train": n, "val": n, "test": n}, readable images only."""
     skipped: list[SkippedFile]
     tiny_classes: list[str]
     """Classes with fewer than 2 readable images in total."""
@@ -88,17 +66,24 @@ class HealthReport:
     imbalance_ratio: float
     """Largest class total / smallest class total, >= 1."""
     has_split: bool
-    """True if the folder had its own train/ and val/ subfolders."""
+    """True if the data brought its own validation images (a val/ folder, a split column)."""
     label_conflicts: list[list[str]] = field(default_factory=list)
     """The duplicate groups whose copies sit in different classes."""
     ignored_folders: list[str] = field(default_factory=list)
     """Top-level folders next to train/ and val/ that were not read (e.g. test/)."""
     case_conflicts: list[list[str]] = field(default_factory=list)
     """Class names that differ only in upper/lower case: two classes here, one folder on Windows and macOS."""
+    layout: str = ""
+    """One plain sentence: what was recognised and which images each split uses."""
+    has_test: bool = False
+    """True if a held-out test set was made (given by the data or split off with a test fraction)."""
+    layout_problems: list[str] = field(default_factory=list)
+    """Lines about the layout itself: an empty test folder, label-file rows naming no file, two labels for a file."""
 
     def problems(self) -> list[str]:
         """One plain-language line per problem: what is wrong and what to do about it."""
         return [
+            *self.layout_problems,
             *self._skipped_problems(),
             *self._split_problems(),
             *self._case_problems(),
@@ -114,6 +99,10 @@ class HealthReport:
     def total(self, class_name: str) -> int:
         return sum(self.counts[class_name].values())
 
+    def in_split(self, split: str) -> int:
+        """How many readable images the split holds (0 for a split older reports do not have)."""
+        return sum(counts.get(split, 0) for counts in self.counts.values())
+
     def _skipped_problems(self) -> list[str]:
         if not self.skipped:
             return []
@@ -121,7 +110,9 @@ class HealthReport:
         return [f"{_plural(len(self.skipped), 'file')} skipped and not used: {shown}. Fix, convert or remove them."]
 
     def _split_problems(self) -> list[str]:
-        lines = [f"Folder '{name}/' was not read: only train/ and val/ are used." for name in self.ignored_folders]
+        lines = [f"Folder '{name}/' was not read: next to train/, only the val/ and test/ folders are used. Move its "
+                 "images into those folders, or choose it as the validation or test folder."
+                 for name in self.ignored_folders]
         if not self.has_split:
             return lines
         for name in self.class_names:
@@ -151,9 +142,9 @@ class HealthReport:
                          f"{' = '.join(self.duplicates[0])}: copies add nothing and skew the counts. Delete the "
                          "extra copies.")
         if self.leakage:
-            lines.append(f"{_plural(len(self.leakage), 'image')} in both train and val, e.g. "
-                         f"{' = '.join(self.leakage[0])}: validation accuracy will look better than it really is. "
-                         "Keep each image on one side only.")
+            lines.append(f"{_plural(len(self.leakage), 'image')} in both training and validation or test, e.g. "
+                         f"{' = '.join(self.leakage[0])}: validation (or test) accuracy will look better than it "
+                         "really is. Keep each image on one side only.")
         if self.label_conflicts:
             lines.append(f"{_plural(len(self.label_conflicts), 'image')} filed under different classes, e.g. "
                          f"{' = '.join(self.label_conflicts[0])}: the model is given two answers for one picture. "
@@ -170,6 +161,7 @@ class HealthReport:
                 "images to the small ones, or train with class-balanced sampling."]
 
 
+
 @dataclass
 class ImageDataset:
     root: Path
@@ -180,76 +172,79 @@ class ImageDataset:
     train: list[Sample]
     val: list[Sample]
     report: HealthReport
+    test: list[Sample] = field(default_factory=list)
+    """The held-out test images: never used for training or any choice, only for the final test."""
 
 
-def open_dataset(path: str | Path, val_fraction: float = 0.2, seed: int = 0,
-                 extract_to: Path | None = None) -> ImageDataset:
-    """Folder (ImageFolder layout, with train/ and val/ subfolders or without) or a .zip of either.
+def open_dataset(path: str | Path, val_fraction: float = 0.2, seed: int = 0, extract_to: Path | None = None, *,
+                 test_fraction: float = 0.0, layout: LayoutChoice | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> ImageDataset:
+    """A folder or a .zip in any layout `layouts` / `labels` recognise (or as `layout` says), checked and split.
 
-    Without train/ and val/ subfolders, each class is split on its own: `val_fraction` of its images (seeded by
-    `seed`) go to val. A zip is checked member by member before anything is written, then extracted into
-    `extract_to` (a new or empty folder: extraction never overwrites a file; by default a fresh temporary folder,
-    removed again if the dataset turns out unusable).
+    Images the data does not assign to a split are split per class, seeded by `seed`: `test_fraction` of each class
+    is held out for the final test (only when the data has no test set of its own), `val_fraction` set aside for
+    validation (when it has no validation images of its own), the rest trains. A zip is checked member by member
+    before anything is written, then extracted into `extract_to` (a new or empty folder: extraction never overwrites
+    a file; by default a fresh temporary folder, removed again if the dataset turns out unusable). `progress(done,
+    total)` is called as files are checked.
     """
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}. Use e.g. 0.2 to keep 20% of "
                         "each class for validation.")
+    if not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DataError(f"--test-fraction must be 0 (no test set) or more, and leave images for training with "
+                        f"--val-fraction {val_fraction}; got {test_fraction}. Use e.g. 0.1 to hold out 10% of each "
+                        "class for the final test.")
+    choice = layout or LayoutChoice()
     source = Path(path).expanduser()
     if not source.exists():
         raise DataError(f"Dataset path '{source}' does not exist. Check the spelling, or give the folder that "
                         "holds one subfolder per class.")
     if source.is_dir():
-        return _open_folder(source.absolute(), str(path), val_fraction, seed)
+        return _open_folder(source.absolute(), str(path), _Split(val_fraction, test_fraction, seed), choice, progress)
     if source.suffix.lower() != ".zip":
         raise DataError(f"'{source}' is a file, not a folder or a .zip. Give the dataset folder, or a .zip of it.")
-    return _open_zip(source, str(path), val_fraction, seed, extract_to)
+    return _open_zip(source, str(path), _Split(val_fraction, test_fraction, seed), choice, progress, extract_to)
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Open an image as RGB: EXIF orientation applied; grayscale (L, I;16, I, F), LA, RGBA/PA/P-with-transparency
-    (composited on white), palette, CMYK converted. Raises DataError naming the file on failure."""
-    return _load_rgb(path, None)
+@dataclass(frozen=True)
+class _Split:
+    val_fraction: float
+    test_fraction: float
+    seed: int
 
 
-def decode_resized(image: str | Path | IO[bytes] | Image.Image, size: int) -> torch.Tensor:
-    """uint8 [3, size, size]: the image as RGB (see `load_rgb`), its short side resized to `size` (bicubic) and the
-    centre cropped square. This is what training keeps of every image before augmentation or the evaluation crop.
-
-    `image` is a file path, an open binary file read from its start (an upload; its `name` is used in errors) or a PIL
-    image. Files decode like the training cache decodes them (JPEGs in draft mode at about `size`), so predictions
-    match training's own evaluation exactly. Raises DataError naming the image if it cannot be read."""
-    if isinstance(image, Image.Image):
-        try:
-            rgb = _to_rgb(ImageOps.exif_transpose(image))
-        except _Unreadable as e:
-            raise DataError(f"Cannot use the image given: {e}.") from None
-    elif isinstance(image, str | Path):
-        rgb = _load_rgb(Path(image), (size, size))
-    else:
-        image.seek(0)  # an upload may have been read before (by an earlier rerun of the page, or st.image)
-        rgb = _load_rgb(image, (size, size))
-    square = ImageOps.fit(rgb, (size, size), method=RESIZE_METHOD)
-    return pil_to_tensor(square).contiguous()
-
-
-def _load_rgb(source: Path | IO[bytes], draft_size: tuple[int, int] | None) -> Image.Image:
+def recognise(folder: Path, choice: LayoutChoice | None = None) -> Layout:
+    """How the dataset in `folder` is laid out (no file is opened): class folders, split folders or a label file.
+    A label file is read when chosen, or when the folder has one and no class folders."""
+    choice = choice or LayoutChoice()
+    root = unwrap(folder)
+    if choice.label_file:
+        return labels.label_layout(root, choice)
     try:
-        return _decode(source, draft_size)
-    except _Unreadable as e:
-        name = source if isinstance(source, Path) else getattr(source, "name", "the uploaded image")
-        raise DataError(f"Cannot read image '{name}': {e}. Fix, convert or remove this file.") from None
+        layout = folder_layout(root, choice)
+    except DataError:
+        if not tables(root):
+            raise
+        return labels.label_layout(root, choice)
+    unused = [t.name for t in tables(root)]
+    if unused:
+        layout.problems.append(f"Label file(s) {', '.join(unused)} not used: the class folders give the labels. To use "
+                               "a label file instead, choose it (Data page: 'Label file'; CLI: --label-file).")
+    return layout
 
 
-# --- zip safety ---------------------------------------------------------------------------------------------------
+# --- zips ---------------------------------------------------------------------------------------------------------
 
 
-def _open_zip(zip_path: Path, source: str, val_fraction: float, seed: int, extract_to: Path | None) -> ImageDataset:
+def _open_zip(zip_path: Path, source: str, split: _Split, choice: LayoutChoice,
+              progress: Callable[[int, int], None] | None, extract_to: Path | None) -> ImageDataset:
     check_zip(zip_path)
     target = Path(extract_to) if extract_to is not None else Path(tempfile.mkdtemp(prefix="workbench-zip-"))
     try:
-        _extract_zip(zip_path, target)
+        extract_zip(zip_path, target)
         try:
-            return _open_folder(target.absolute(), source, val_fraction, seed)
+            return _open_folder(target.absolute(), source, split, choice, progress)
         except DataError as e:
             raise DataError(f"In zip '{zip_path}': {e}") from None
     except BaseException:
@@ -258,210 +253,102 @@ def _open_zip(zip_path: Path, source: str, val_fraction: float, seed: int, extra
         raise
 
 
-def check_zip(zip_path: Path, remedy: str = "Re-create the zip from the dataset folder itself.") -> None:
-    """Refuse the whole zip (DataError ending with `remedy`) if any member could escape the folder it is extracted
-    into or blow up in size. Nothing is extracted here."""
-    members = _zip_members(zip_path)
-    if len(members) > MAX_ZIP_MEMBERS:
-        raise DataError(f"Zip '{zip_path}' holds {len(members)} entries, more than the {MAX_ZIP_MEMBERS} allowed. "
-                        "Split it into smaller zips or give the folder instead.")
-    total = sum(info.file_size for info in members)
-    if total > MAX_ZIP_TOTAL_BYTES:
-        raise DataError(f"Zip '{zip_path}' would unpack to {total / 2**30:.1f} GiB, more than the "
-                        f"{MAX_ZIP_TOTAL_BYTES / 2**30:.1f} GiB allowed. Use smaller images or fewer of them.")
-    for info in members:
-        problem = _unsafe_member(info)
-        if problem:
-            raise DataError(f"Zip '{zip_path}' was refused: member '{info.filename}' {problem}. Nothing was "
-                            f"extracted. {remedy}")
-    twice = _repeated_member(members)
-    if twice:
-        raise DataError(f"Zip '{zip_path}' was refused: it holds '{twice}' twice, so one copy would silently replace "
-                        f"the other. Nothing was extracted. {remedy}")
-
-
-def _repeated_member(members: list[zipfile.ZipInfo]) -> str | None:
-    """A file name the zip holds more than once (zips allow it; extracting keeps only the last copy)."""
-    seen = set()
-    for info in members:
-        key = "/".join(_member_parts(info.filename))
-        if info.is_dir() or not key:
-            continue
-        if key in seen:
-            return info.filename
-        seen.add(key)
-    return None
-
-
-def _zip_members(zip_path: Path) -> list[zipfile.ZipInfo]:
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            return zf.infolist()
-    except Exception as e:  # noqa: BLE001 - BadZipFile, OSError, NotImplementedError, a name flagged UTF-8 that is not...
-        raise DataError(f"'{zip_path}' is not a readable .zip file ({e}). Re-create the zip, or give the folder.") \
-            from None
-
-
-def _member_parts(name: str) -> list[str]:
-    # Zips made on Windows sometimes use backslashes; treat them as separators so "..\\x" is caught too.
-    return [part for part in re.split(r"[/\\]", name) if part not in ("", ".")]
-
-
-def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename
-    if name.startswith(("/", "\\")):
-        return "has an absolute path"
-    if re.match(r"^[A-Za-z]:", name):
-        return "starts with a drive letter"
-    if ".." in _member_parts(name):
-        return "points outside the zip with '..'"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "is a symbolic link"
-    ratio = info.file_size / max(info.compress_size, 1)
-    if info.file_size > ZIP_RATIO_MIN_BYTES and ratio > MAX_ZIP_RATIO:
-        return f"is compressed {ratio:.0f}x (more than {MAX_ZIP_RATIO}x: a zip bomb)"
-    return None
-
-
-def _extract_zip(zip_path: Path, target: Path) -> None:
-    """Copy members one by one, each to a path checked to lie inside `target` (members were checked already)."""
-    target.mkdir(parents=True, exist_ok=True)
-    inside = target.resolve()
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            for info in zf.infolist():
-                parts = _member_parts(info.filename)
-                if not parts or IGNORED_NAMES.intersection(parts):
-                    continue
-                dest = inside.joinpath(*parts).resolve()
-                if not dest.is_relative_to(inside):
-                    raise DataError(f"Zip '{zip_path}': member '{info.filename}' would land outside {inside}.")
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                # ZipExtFile stops at the declared size and checks the CRC, so a lying header cannot overflow.
-                # "x": never overwrite. Names differing only in case are one file on Windows and macOS.
-                try:
-                    with zf.open(info) as src, open(dest, "xb") as dst:
-                        shutil.copyfileobj(src, dst)
-                except FileExistsError:
-                    raise DataError(f"Zip '{zip_path}': member '{info.filename}' would overwrite another member "
-                                    f"('{dest.relative_to(inside).as_posix()}'): on this computer names that differ "
-                                    "only in upper/lower case are the same file. Rename one of them and re-create "
-                                    "the zip.") from None
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 - however a damaged zip fails (BadZipFile, zlib.error, EOFError,
-        # NotImplementedError for an unknown compression, RuntimeError for a password), it means the same to the user
-        raise DataError(f"Could not extract zip '{zip_path}': {e}. Re-create the zip (without a password) from the "
-                        "dataset folder.") from None
-
-
-# --- scanning the folder ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Found:
-    path: Path
-    rel: str
-    class_name: str
-    class_folder: Path
-    split: str | None  # None: the stratified split decides
+# --- checking, splitting and reporting ----------------------------------------------------------------------------
 
 
 @dataclass
 class _Checked:
-    found: _Found
+    found: Candidate
     problem: str | None
     sha256: str | None
 
 
-def _visible(p: Path) -> bool:
-    return not p.name.startswith(".") and p.name not in IGNORED_NAMES
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
-
-
-def _loose_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _split_folders(root: Path) -> dict[str, Path] | None:
-    by_name = {p.name.lower(): p for p in _subfolders(root)}
-    val = next((by_name[name] for name in VAL_FOLDER_NAMES if name in by_name), None)
-    if "train" in by_name and val is not None:
-        return {"train": by_name["train"], "val": val}
-    return None
-
-
-def _unwrap(root: Path) -> Path:
-    """Descend through wrapper folders (e.g. a zip of `shapes/` holding `shapes/<class>/...`)."""
-    while _split_folders(root) is None and not _loose_images(root):
-        folders = _subfolders(root)
-        if len(folders) != 1 or folders[0].is_symlink() or not _subfolders(folders[0]):
-            break  # several folders = classes; a single folder of images = one class (reported later)
-        root = folders[0]
-    return root
-
-
-def _files_under(folder: Path) -> list[Path]:
-    """All visible files below `folder`, recursively, in a stable order."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if _visible(Path(d))]
-        found += [Path(dirpath, f) for f in filenames if _visible(Path(f))]
-    return sorted(found)
-
-
-@dataclass
-class _Scan:
-    root: Path
-    class_names: list[str]
-    found: list[_Found]
-    skipped: list[SkippedFile]  # files skipped for where they are, before any is opened
-    has_split: bool
-    ignored_folders: list[str]
-
-
-def _scan(root: Path) -> _Scan:
-    """Find the classes and every candidate file; errors for layouts that cannot be a dataset."""
-    splits = _split_folders(root)
-    if splits is None:
-        class_dirs = {None: _subfolders(root)}
-        if not class_dirs[None]:
-            raise _no_classes_error(root)
-    else:
-        class_dirs = {split: _subfolders(folder) for split, folder in splits.items()}
-    class_names = sorted({_readable_name(d.name) for dirs in class_dirs.values() for d in dirs})
-    if len(class_names) < 2:
-        found = ", ".join(f"'{n}'" for n in class_names) or "none"
-        raise DataError(f"Dataset '{root}' needs at least 2 classes, found {len(class_names)}: {found}. "
-                        f"{_LAYOUT_HELP}.")
-    found = [_Found(path, _readable_name(path.relative_to(root).as_posix()), _readable_name(d.name), d, split)
-             for split, dirs in class_dirs.items() for d in dirs for path in _files_under(d)]
-    for name in class_names:
-        if not any(f.class_name == name for f in found):
-            folders = [d for dirs in class_dirs.values() for d in dirs if _readable_name(d.name) == name]
-            raise DataError(f"Class folder '{folders[0]}' is empty. Add images of '{name}' or remove the folder.")
-    loose = [p for folder in [root, *(splits or {}).values()] for p in _loose_images(folder)]
-    return _Scan(
-        root=root,
-        class_names=class_names,
-        found=found,
-        skipped=[SkippedFile(_readable_name(p.relative_to(root).as_posix()), "image not inside a class folder")
-                 for p in loose],
-        has_split=splits is not None,
-        ignored_folders=[p.name for p in _subfolders(root) if splits and p not in splits.values()],
+def _open_folder(folder: Path, source: str, split: _Split, choice: LayoutChoice,
+                 progress: Callable[[int, int], None] | None) -> ImageDataset:
+    layout = recognise(folder, choice)
+    require_trainable_classes(layout)
+    results = check_files([c.path for c in layout.found], progress)
+    checked = [_Checked(c, problem, sha) for c, (problem, sha) in zip(layout.found, results, strict=True)]
+    _require_readable_classes(layout, checked)
+    readable = [c for c in checked if not c.problem]
+    split_of = _assign_splits(readable, split, given=set(layout.given))
+    samples = [Sample(c.found.path, layout.class_names.index(c.found.class_name), split_of[c.found.rel])
+               for c in readable]
+    by_split = {name: [s for s in samples if s.split == name] for name in SPLITS}
+    return ImageDataset(
+        root=layout.root,
+        source=source,
+        class_names=layout.class_names,
+        train=by_split["train"],
+        val=by_split["val"],
+        test=by_split["test"],
+        report=_health_report(layout, checked, split_of, split),
     )
 
 
-def _readable_name(name: str) -> str:
-    """A file or folder name as text that can be shown and saved anywhere. Names that are not valid UTF-8 on disk
-    (e.g. Latin-1 from an old USB stick) reach Python with surrogate escapes, which a web page cannot display."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+def _require_readable_classes(layout: Layout, checked: list[_Checked]) -> None:
+    for name in layout.class_names:
+        mine = [c for c in checked if c.found.class_name == name]
+        if all(c.problem for c in mine):
+            why = _examples([f"{c.found.rel} ({c.problem})" for c in mine], sep="; ")
+            where = layout.class_folders.get(name)
+            subject = f"Class folder '{where}'" if where else f"Class '{name}'"
+            raise DataError(f"{subject} has no readable images: {why}. Add images "
+                            f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or remove the folder.")
+
+
+def _assign_splits(readable: list[_Checked], split: _Split, given: set[str]) -> dict[str, str]:
+    """rel path -> "train" | "val" | "test". Images the data puts in val or test keep their split; the rest (the
+    data's own training images too, when something must be split off them) is split per class, seeded: first the
+    test images (only if the data has none and a test fraction is asked for), then validation (only if the data has
+    none), the rest trains."""
+    need_test = "test" not in given and split.test_fraction > 0
+    need_val = "val" not in given
+    split_of, by_class = {}, defaultdict(list)
+    for c in readable:
+        if c.found.split in ("val", "test") or (c.found.split == "train" and not (need_val or need_test)):
+            split_of[c.found.rel] = c.found.split
+        else:
+            by_class[c.found.class_name].append(c.found.rel)
+    for rels in by_class.values():
+        rels.sort()
+        random.Random(split.seed).shuffle(rels)
+        n = len(rels)
+        n_test = 0 if not need_test or n < 3 else min(n - 2, max(1, round(n * split.test_fraction)))
+        n_val = 0 if not need_val or n - n_test < 2 else min(n - n_test - 1, max(1, round(n * split.val_fraction)))
+        for i, rel in enumerate(rels):
+            split_of[rel] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return split_of
+
+
+def _health_report(layout: Layout, checked: list[_Checked], split_of: dict[str, str], split: _Split
+                   ) -> HealthReport:
+    readable = [c for c in checked if not c.problem]
+    counts = {name: dict.fromkeys(SPLITS, 0) for name in layout.class_names}
+    for c in readable:
+        counts[c.found.class_name][split_of[c.found.rel]] += 1
+    totals = {name: sum(split_counts.values()) for name, split_counts in counts.items()}
+    by_hash: dict[str, list[Candidate]] = defaultdict(list)
+    for c in readable:
+        by_hash[c.sha256].append(c.found)
+    groups = [group for group in by_hash.values() if len(group) > 1]
+    skipped = layout.skipped + [SkippedFile(c.found.rel, c.problem) for c in checked if c.problem]
+    return HealthReport(
+        class_names=layout.class_names,
+        counts=counts,
+        skipped=sorted(skipped, key=lambda s: s.path),
+        tiny_classes=[name for name, total in totals.items() if total < 2],
+        duplicates=[[f.rel for f in g] for g in groups],
+        leakage=[[f.rel for f in g] for g in groups if len({split_of[f.rel] for f in g}) > 1],
+        imbalance_ratio=max(totals.values()) / max(min(totals.values()), 1),
+        has_split="val" in layout.given,
+        label_conflicts=[[f.rel for f in g] for g in groups if len({f.class_name for f in g}) > 1],
+        ignored_folders=layout.ignored_folders,
+        case_conflicts=_case_conflicts(layout.class_names),
+        layout=layout.sentence(split.val_fraction, split.test_fraction),
+        has_test=any(s == "test" for s in split_of.values()),
+        layout_problems=layout.problems,
+    )
 
 
 def _case_conflicts(class_names: list[str]) -> list[list[str]]:
@@ -469,173 +356,6 @@ def _case_conflicts(class_names: list[str]) -> list[list[str]]:
     for name in class_names:
         groups[name.casefold()].append(name)
     return [names for names in groups.values() if len(names) > 1]
-
-
-def _no_classes_error(root: Path) -> DataError:
-    if _loose_images(root):
-        return DataError(f"Folder '{root}' has images but no class subfolders. Move each class's images into its own "
-                         f"subfolder. {_LAYOUT_HELP}.")
-    return DataError(f"Folder '{root}' has no class subfolders. {_LAYOUT_HELP}.")
-
-
-# --- checking each file once ----------------------------------------------------------------------------------------
-
-
-class _Unreadable(Exception):
-    """An image that cannot be decoded; the message is the plain-language reason."""
-
-
-def _check_file(found: _Found) -> _Checked:
-    suffix = found.path.suffix.lower()
-    if not found.path.is_file():  # a named pipe or device would block or never end when read
-        return _Checked(found, "not a regular file", None)
-    if suffix in ARCHIVE_EXTENSIONS:
-        return _Checked(found, f"an archive inside the dataset ({suffix}), not opened: unpack its images into the "
-                               "class folder", None)
-    if suffix not in IMAGE_EXTENSIONS:
-        return _Checked(found, f"not an image ({suffix or 'no extension'})", None)
-    try:
-        data = found.path.read_bytes()
-        _decode(io.BytesIO(data), VERIFY_DRAFT_SIZE)
-    except OSError as e:
-        return _Checked(found, f"cannot read file: {e.strerror}", None)
-    except _Unreadable as e:
-        return _Checked(found, str(e), None)
-    return _Checked(found, None, hashlib.sha256(data).hexdigest())
-
-
-def _check_files(found: list[_Found]) -> list[_Checked]:
-    # Decoding and hashing release the GIL, so threads give a real speed-up on big folders.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(_check_file, found))
-
-
-def _decode(source: Path | IO[bytes], draft_size: tuple[int, int] | None) -> Image.Image:
-    """Decode to RGB, raising _Unreadable with a plain reason. `draft_size` lets JPEGs decode at reduced scale."""
-    try:
-        with Image.open(source) as img:
-            _check_pixels(img)
-            if draft_size:
-                img.draft("RGB", draft_size)
-            ImageOps.exif_transpose(img, in_place=True)
-            return _to_rgb(img)
-    except Image.DecompressionBombError as e:
-        raise _Unreadable(f"image too large (decompression-bomb limit): {e}") from None
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        raise _Unreadable(f"cannot read file: {e.strerror}") from None
-    except Image.UnidentifiedImageError:
-        raise _Unreadable("corrupt or truncated image: not a format PIL recognises") from None
-    except _DECODE_FAILURES as e:
-        raise _Unreadable(f"corrupt or truncated image: {e}") from None
-
-
-def _check_pixels(img: Image.Image) -> None:
-    # PIL only warns between 1x and 2x its limit; turning that warning into an error with warnings.catch_warnings()
-    # would change process-wide state from worker threads, so compare against the same limit here instead.
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and img.width * img.height > limit:
-        raise _Unreadable(f"image too large (decompression-bomb limit): {img.width}x{img.height} = "
-                          f"{img.width * img.height:,} pixels, limit {limit:,}")
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        img.load()
-        return img
-    if img.mode in ("I;16", "I;16L", "I;16B", "I", "F"):
-        return _high_depth_to_l(img).convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    try:
-        return img.convert("RGB")
-    except ValueError:
-        raise _Unreadable(f"unreadable image mode {img.mode}") from None
-
-
-def _high_depth_to_l(img: Image.Image) -> Image.Image:
-    """Scale 16/32-bit and float grayscale to 0..255 (PIL's own convert('L') clips everything above 255)."""
-    values = np.asarray(img, dtype=np.float32)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if img.mode.startswith("I;16"):
-        values = values / 257.0
-    elif img.mode == "F" and low >= 0 and high <= 1:
-        values = values * 255.0
-    elif low < 0 or high > 255:
-        values = (values - low) * (255.0 / (high - low))  # unknown range: stretch to fill 0..255
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
-
-
-# --- splitting and reporting --------------------------------------------------------------------------------------
-
-
-def _open_folder(folder: Path, source: str, val_fraction: float, seed: int) -> ImageDataset:
-    scan = _scan(_unwrap(folder))
-    checked = _check_files(scan.found)
-    _require_readable_classes(scan, checked)
-    readable = [c for c in checked if not c.problem]
-    split_of = _assign_splits(readable, val_fraction, seed)
-    samples = [Sample(c.found.path, scan.class_names.index(c.found.class_name), split_of[c.found.rel])
-               for c in readable]
-    return ImageDataset(
-        root=scan.root,
-        source=source,
-        class_names=scan.class_names,
-        train=[s for s in samples if s.split == "train"],
-        val=[s for s in samples if s.split == "val"],
-        report=_health_report(scan, checked, split_of),
-    )
-
-
-def _require_readable_classes(scan: _Scan, checked: list[_Checked]) -> None:
-    for name in scan.class_names:
-        mine = [c for c in checked if c.found.class_name == name]
-        if all(c.problem for c in mine):
-            why = _examples([f"{c.found.rel} ({c.problem})" for c in mine], sep="; ")
-            raise DataError(f"Class folder '{mine[0].found.class_folder}' has no readable images: {why}. Add images "
-                            f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or remove the folder.")
-
-
-def _assign_splits(readable: list[_Checked], val_fraction: float, seed: int) -> dict[str, str]:
-    """rel path -> "train" | "val". Folders that came split keep theirs; the rest is split per class, seeded."""
-    split_of = {c.found.rel: c.found.split for c in readable if c.found.split}
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for c in readable:
-        if not c.found.split:
-            by_class[c.found.class_name].append(c.found.rel)
-    for rels in by_class.values():
-        rels.sort()
-        random.Random(seed).shuffle(rels)
-        n_val = 0 if len(rels) < 2 else min(len(rels) - 1, max(1, round(len(rels) * val_fraction)))
-        split_of.update({rel: "val" if i < n_val else "train" for i, rel in enumerate(rels)})
-    return split_of
-
-
-def _health_report(scan: _Scan, checked: list[_Checked], split_of: dict[str, str]) -> HealthReport:
-    readable = [c for c in checked if not c.problem]
-    counts = {name: {"train": 0, "val": 0} for name in scan.class_names}
-    for c in readable:
-        counts[c.found.class_name][split_of[c.found.rel]] += 1
-    totals = {name: sum(split_counts.values()) for name, split_counts in counts.items()}
-    by_hash: dict[str, list[_Found]] = defaultdict(list)
-    for c in readable:
-        by_hash[c.sha256].append(c.found)
-    groups = [group for group in by_hash.values() if len(group) > 1]
-    skipped = scan.skipped + [SkippedFile(c.found.rel, c.problem) for c in checked if c.problem]
-    return HealthReport(
-        class_names=scan.class_names,
-        counts=counts,
-        skipped=sorted(skipped, key=lambda s: s.path),
-        tiny_classes=[name for name, total in totals.items() if total < 2],
-        duplicates=[[f.rel for f in g] for g in groups],
-        leakage=[[f.rel for f in g] for g in groups if {split_of[f.rel] for f in g} == {"train", "val"}],
-        imbalance_ratio=max(totals.values()) / min(totals.values()),
-        has_split=scan.has_split,
-        label_conflicts=[[f.rel for f in g] for g in groups if len({f.class_name for f in g}) > 1],
-        ignored_folders=scan.ignored_folders,
-        case_conflicts=_case_conflicts(scan.class_names),
-    )
 
 
 def _examples(items: list[str], sep: str = ", ") -> str:
