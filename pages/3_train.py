@@ -32,6 +32,9 @@ LIVE_RUN_CSS = """<style>
 # redraw then costs the browser about 40% less CPU. When the run has ended they are drawn interactive.
 LIVE_CHART_CONFIG = {"staticPlot": True}
 
+TESTED_ONCE = ("The test images were held out: training, early stopping and every choice used only the training and "
+               "validation images, and the saved model was measured on the test images once, at the end.")
+
 
 # -------------------------------------------------------------------------------------------------------------------
 # What will run
@@ -135,39 +138,75 @@ def curves_ui(view: RunView) -> None:
     st.plotly_chart(charts.training_curves(view.metrics, view.batches, planned), key="curves", config=config)
     left, right = st.columns([3, 2])
     with left:
-        matrix = view.confusion_matrix
-        if matrix:
-            when = "saved model" if view.summary else f"epoch {len(view.metrics)}"
-            title = f"Validation confusion matrix, {when}"
-            st.plotly_chart(charts.confusion_figure(matrix, view.class_names, title), key="confusion",
-                            config=config)
-        else:
-            st.caption("The confusion matrix appears after the first epoch.")
+        matrices_ui(view, config)
     with right:
         if view.batches:
             st.plotly_chart(charts.lr_curve(view.batches, planned), key="lr", config=config)
 
 
+def matrices_ui(view: RunView, config: dict | None) -> None:
+    """The validation confusion matrix (the latest epoch's while training), and once the run has been tested the
+    held-out test set's beside it, in tabs."""
+    matrix = view.confusion_matrix
+    if not matrix:
+        st.caption("The confusion matrix appears after the first epoch.")
+        return
+    when = "saved model" if view.summary else f"epoch {len(view.metrics)}"
+    validation = charts.confusion_figure(matrix, view.class_names, f"Validation confusion matrix, {when}")
+    test_matrix = view.summary.test_confusion_matrix if view.summary else None
+    if not test_matrix:
+        st.plotly_chart(validation, key="confusion", config=config)
+        return
+    on_validation, on_test = st.tabs(["Validation", "Test (held-out)"])
+    on_validation.plotly_chart(validation, key="confusion", config=config)
+    title = "Test confusion matrix (held-out), saved model"
+    on_test.plotly_chart(charts.confusion_figure(test_matrix, view.class_names, title), key="test_confusion",
+                         config=config)
+    on_test.caption(TESTED_ONCE)
+
+
 def result_ui(view: RunView) -> None:
-    """The headline numbers of a run that has ended with a model."""
+    """The headline numbers of a run that has ended with a model: validation accuracy and, when the data had a test
+    split, the held-out test accuracy beside it."""
     summary = view.summary
     if not summary or summary.val_accuracy is None:
         return
-    cols = st.columns(4)
-    cols[0].metric("Validation accuracy", f"{summary.val_accuracy:.1%}")
-    cols[1].metric("Epochs", summary.epochs_completed)
-    cols[2].metric("Training time", f"{summary.train_seconds:.0f} s")
-    cols[3].metric("Trainable weights", f"{summary.trainable_params:,}")
+    tested = summary.test_accuracy is not None
+    cols = iter(st.columns(5 if tested else 4))
+    next(cols).metric("Validation accuracy", f"{summary.val_accuracy:.1%}",
+                      help="On the validation images, which also chose the epochs and the weights kept.")
+    if tested:
+        next(cols).metric("Test accuracy (held-out)", f"{summary.test_accuracy:.1%}",
+                          help=f"On {summary.num_test} test images the model never saw while training.")
+    next(cols).metric("Epochs", summary.epochs_completed)
+    next(cols).metric("Training time", f"{summary.train_seconds:.0f} s")
+    next(cols).metric("Trainable weights", f"{summary.trainable_params:,}")
+    if tested:
+        st.caption(TESTED_ONCE)
+    elif summary.num_test:
+        st.caption(f"The {summary.num_test} held-out test images were not used: the run ended without a model to "
+                   "test.")
+    elif view.config is not None:
+        st.caption("No test set: validation accuracy is the only measure, and it helped choose the model. For an "
+                   "unbiased one, put test images in a test/ folder beside train/, or set some aside with the test "
+                   "slider on the **Data** page.")
 
 
 def per_class_ui(view: RunView) -> None:
-    per_class = view.summary.per_class if view.summary else None
-    if not per_class:
+    summary = view.summary
+    if not summary or not summary.per_class:
         return
     st.markdown("**Per class:** precision = of the images predicted as this class, the share that were; "
                 "recall = of this class's images, the share found.")
-    table = charts.per_class_table(per_class)
-    st.dataframe(table.style.format({"precision": "{:.0%}", "recall": "{:.0%}"}), key="per_class")
+    percent = {"precision": "{:.0%}", "recall": "{:.0%}"}
+    validation = charts.per_class_table(summary.per_class).style.format(percent)
+    if summary.test_per_class:
+        on_validation, on_test = st.tabs(["Validation", "Test (held-out)"])
+        on_validation.dataframe(validation, key="per_class")
+        on_test.dataframe(charts.per_class_table(summary.test_per_class, "test images").style.format(percent),
+                          key="test_per_class")
+    else:
+        st.dataframe(validation, key="per_class")
     st.caption(f"Saved in `{view.dir}`. Compare it with other runs on the **Compare** page.")
 
 

@@ -173,8 +173,9 @@ def runs_panel(live: bool) -> None:
     table = charts.runs_table(records, registry.statuses())
     shown = filters_ui(table)
     st.dataframe(charts.highlight_best(shown), hide_index=True, key="runs_table")
-    st.caption(f"{len(shown)} of {len(table)} runs · best value of a column in green · runs are read from "
-               f"`{registry.runs_dir}`.")
+    st.caption(f"{len(shown)} of {len(table)} runs · best value of a column in green · test accuracy (measured "
+               "once, at the end, on held-out images; blank when the data had no test set) is never highlighted: "
+               f"pick a run by validation, then read its test accuracy · runs are read from `{registry.runs_dir}`.")
     labels = charts.run_labels(records)
     picked_ids = pick_ui(records, shown, labels)
     by_id = {record.id: record for record in records}

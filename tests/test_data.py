@@ -88,6 +88,7 @@ def test_train_val_layout_is_used_as_given(tmp_path):
     make_classes(tmp_path / "ds" / "train", {"cats": 4, "dogs": 4, "owls": 3})
     make_classes(tmp_path / "ds" / "valid", {"cats": 2, "dogs": 2}, first=10)
     write_image(tmp_path / "ds" / "test" / "cats" / "t.jpg")
+    write_image(tmp_path / "ds" / "extra" / "cats" / "e.jpg", seed=3)
     ds = open_dataset(tmp_path / "ds")
 
     assert ds.report.has_split
@@ -97,7 +98,8 @@ def test_train_val_layout_is_used_as_given(tmp_path):
     assert all(s.path.parts[-3] == "valid" for s in ds.val)
     problems = "\n".join(ds.report.problems())
     assert "'owls' has no images in val/" in problems
-    assert "'test/' was not read" in problems
+    assert [s.path.name for s in ds.test] == ["t.jpg"]  # test/ is the held-out test set, never a class
+    assert "'extra/' was not read" in problems
 
 
 @pytest.mark.parametrize("split_layout", [False, True], ids=["class-folders", "train-val"])

@@ -162,6 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run {run.status}: {run.dir}")
     if s["val_accuracy"] is not None:
         print(f"validation accuracy: {s['val_accuracy']:.1%}")
+    print(held_out_result(s))
     print(f"pretrained: {s['pretrained']['description']}")
     if run.status == "failed":
         print(f"error: {run.error}\nwhat to try: {run.hint}", file=sys.stderr)
@@ -169,9 +170,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-RACE_COLUMNS = ["strategy", "freeze depth", "epochs", "image size", "val accuracy", "trainable params", "time s",
-                "images/s", "weight source", "status"]
+def held_out_result(summary: dict) -> str:
+    """The held-out test accuracy of a run's summary, or why there is none, in one line."""
+    if summary.get("test_accuracy") is not None:
+        return (f"test accuracy (held-out): {summary['test_accuracy']:.1%} on {summary['num_test']} test images, "
+                "measured once on the saved model")
+    if summary.get("num_test"):
+        return f"test accuracy (held-out): not measured ({summary['num_test']} test images; the run did not finish)"
+    return "test accuracy: no test set (add a test/ folder beside train/, or use --test-fraction)"
+
+
+RACE_COLUMNS = ["strategy", "freeze depth", "epochs", "image size", "val accuracy", "test accuracy",
+                "trainable params", "time s", "images/s", "weight source", "status"]
 BEST_IS_HIGHEST = {"val accuracy": True, "trainable params": False, "time s": False, "images/s": True}
+"""Bold marks the best of these; never of "test accuracy": the best run is chosen on validation alone."""
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -182,11 +194,14 @@ def markdown_table(table: pd.DataFrame) -> str:
         if values.notna().any():
             best = values.max() if highest else values.min()
             shown[column] = [f"**{v}**" if v == best else v for v in shown[column]]
-    shown["val accuracy"] = [_percent(v) for v in shown["val accuracy"]]
+    for column in ("val accuracy", "test accuracy"):
+        shown[column] = [_percent(v) for v in shown[column]]
     return shown.to_markdown(index=False)
 
 
 def _percent(value) -> str:
+    if pd.isna(value):  # e.g. no test accuracy: a run whose data had no test split
+        return "–"
     text = str(value)
     bold = text.startswith("**")
     number = text.strip("*")

@@ -143,9 +143,11 @@ def overlay_curves(records: dict[str, list[dict]], metric: str = "val_acc") -> g
 # -------------------------------------------------------------------------------------------------------------------
 # Tables
 
-RUN_COLUMNS = ["strategy", "backbone", "status", "val accuracy", "epochs", "image size", "freeze depth",
-               "trainable params", "time s", "images/s", "weight source", "dataset", "run id"]
+RUN_COLUMNS = ["strategy", "backbone", "status", "val accuracy", "test accuracy", "epochs", "image size",
+               "freeze depth", "trainable params", "time s", "images/s", "weight source", "dataset", "run id"]
 BEST_IS_HIGHEST = {"val accuracy": True, "images/s": True, "time s": False}
+"""The columns whose best value is highlighted. Never "test accuracy": runs are chosen on validation, and the test
+images stay an unbiased check of the run chosen."""
 
 
 def run_status(record: RunRecord, live: dict[str, str] | None = None) -> str:
@@ -174,6 +176,7 @@ def _run_row(record: RunRecord, status: str) -> dict:
         # config.json keeps the resolved size, for an imported model or prototypes (no RunConfig) too
         "image size": facts.get("image_size"),
         "val accuracy": _first_known(summary.val_accuracy, last.get("val_acc")),
+        "test accuracy": summary.test_accuracy,
         "trainable params": _first_known(summary.trainable_params, facts.get("trainable_params")),
         "time s": summary.train_seconds,
         "images/s": summary.images_per_s,
@@ -191,9 +194,9 @@ def _first_known(recorded: Any, otherwise: Any) -> Any:
 
 def highlight_best(table: pd.DataFrame) -> pd.io.formats.style.Styler:
     """The table with the best value of each comparable column in bold green, and numbers formatted to read."""
-    style = table.style.format({"val accuracy": "{:.1%}", "time s": "{:.1f}", "images/s": "{:.1f}",
-                                "trainable params": "{:,.0f}", "freeze depth": "{:.0f}", "image size": "{:.0f}"},
-                               na_rep="–")
+    style = table.style.format({"val accuracy": "{:.1%}", "test accuracy": "{:.1%}", "time s": "{:.1f}",
+                                "images/s": "{:.1f}", "trainable params": "{:,.0f}", "freeze depth": "{:.0f}",
+                                "image size": "{:.0f}"}, na_rep="–")
     props = "font-weight: bold; background-color: #d9f2d9"
     for column, highest in BEST_IS_HIGHEST.items():
         if table[column].notna().any():
@@ -213,10 +216,10 @@ def run_labels(records: list[RunRecord]) -> dict[str, str]:
     return labels
 
 
-def per_class_table(per_class: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """Precision, recall and number of validation images per class."""
+def per_class_table(per_class: dict[str, dict[str, float]], images: str = "validation images") -> pd.DataFrame:
+    """Precision, recall and number of images per class; `images` names the count's column (which images)."""
     table = pd.DataFrame.from_dict(per_class, orient="index")[["precision", "recall", "support"]]
-    return table.rename(columns={"support": "validation images"}).rename_axis("class")
+    return table.rename(columns={"support": images}).rename_axis("class")
 
 
 # -------------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+import pandas as pd
 import timm
 import torch
 from safetensors import SafetensorError
@@ -195,6 +196,7 @@ def exported_info(info: dict, record: runs.RunRecord) -> dict:
             "strategy": record.strategy,
             "dataset": Path(record.data).name if record.data else None,
             "val_accuracy": record.summary.val_accuracy if record.summary else None,
+            "test_accuracy": record.summary.test_accuracy if record.summary else None,
             "timm_version": timm.__version__,
         },
     }
@@ -300,9 +302,30 @@ def top1_agreement(predictor: Predictor, others: list[Callable[[torch.Tensor], t
     return same, len(images)
 
 
+def measured_text(summary: runs.RunSummary | None) -> str:
+    """The README's account of how well the model did: validation accuracy and, beside it, the held-out test
+    accuracy, each with its confusion matrix, labelled so that one is never taken for the other."""
+    if summary is None or summary.val_accuracy is None:
+        return ""
+    names = summary.class_names or []
+    lines = [f"Validation accuracy when it was trained: {summary.val_accuracy:.1%} (the validation images also chose "
+             "the epochs and the weights kept, so this is a little optimistic)."]
+    if summary.test_accuracy is not None:
+        lines.append(f"Test accuracy (held-out): {summary.test_accuracy:.1%} on {summary.num_test} test images that "
+                     "training never saw, measured once on this model after training.")
+    else:
+        lines.append("Test accuracy (held-out): not measured, the data had no separate test images.")
+    for title, matrix in (("Test confusion matrix (held-out)", summary.test_confusion_matrix),
+                          ("Validation confusion matrix", summary.confusion_matrix)):
+        if matrix and len(matrix) == len(names):
+            table = pd.DataFrame(matrix, index=[f"true {n}" for n in names], columns=names).to_string()
+            lines += ["", f"{title}, rows the true class, columns the predicted one:",
+                      *("  " + line for line in table.splitlines())]
+    return "\n".join(lines) + "\n"
+
+
 def readme(info: dict, record: runs.RunRecord, report: ExportReport) -> str:
-    accuracy = record.summary.val_accuracy if record.summary else None
-    measured = f"Validation accuracy when it was trained: {accuracy:.1%}.\n" if accuracy is not None else ""
+    measured = measured_text(record.summary)
     return README.format(backbone=info["backbone"], classes=", ".join(info["class_names"]), run_id=record.id,
                          measured=measured, size=info["image_size"], resize_to=resize_size(info),
                          torchscript=report.torchscript.sentence(), onnx=report.onnx.sentence(),
@@ -439,7 +462,8 @@ def import_zip(zip_path: str | Path, runs_dir: str | Path) -> Path:
     trained = exported.get("trained") or {}
     runs.write_json(run_dir / runs.SUMMARY_FILE, {
         "status": "finished", IMPORTED: True, "error": None, "hint": None,
-        "val_accuracy": trained.get("val_accuracy"), "class_names": info["class_names"],
+        "val_accuracy": trained.get("val_accuracy"), "test_accuracy": trained.get("test_accuracy"),
+        "class_names": info["class_names"],
         "pretrained": {"description": f"imported from {zip_path.name}"},
     })
     # config.json last: a run directory is listed once it has one, and by then everything else is in place

@@ -32,6 +32,7 @@ from workbench.strategies import Objective, Strategy, set_train_mode
 if TYPE_CHECKING:
     from workbench.engine.run import Prepared, Run
 
+TESTING_PHASE = "testing on the held-out test set"
 CHECKPOINT_SHARE = 0.1
 """Per-epoch checkpoints may take at most about this share of the training time (a linear probe's epochs on cached
 features last milliseconds: those are checkpointed every few epochs, real training epochs every epoch)."""
@@ -126,14 +127,18 @@ class Trainer:
         return torch.cat(feats), torch.cat(targets)
 
     @torch.inference_mode()
-    def logits_of(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, labels) of `samples` through the model as it is now, seen as in evaluation."""
+    def logits_of(self, samples: list[Sample], progress: Callable[[int, int], None] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) of `samples` through the model as it is now, seen as in evaluation; `progress(done,
+        total)` after each batch when given."""
         self.model.eval()
         logits, targets = [], []
         for images, labels in self.loader(samples, eval_transform(self.config.image_size), False):
             with torch.autocast(**self.autocast):
                 logits.append(self.model(self.normalize(images)).float().cpu())
             targets.append(labels)
+            if progress:
+                progress(sum(len(t) for t in targets), len(samples))
         return torch.cat(logits), torch.cat(targets)
 
     # -- data -------------------------------------------------------------------------------------------------------
@@ -273,6 +278,12 @@ class Trainer:
         self._restore_best(module)
 
     # -- evaluation -------------------------------------------------------------------------------------------------
+    def _scores(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, list[list[int]]]:
+        """(loss, accuracy, confusion matrix) of class logits against the true labels."""
+        preds = logits.argmax(1)
+        return (round(F.cross_entropy(logits, targets).item(), 5), round((preds == targets).float().mean().item(), 5),
+                confusion_matrix(targets, preds, len(self.class_names)))
+
     def _evaluate(self) -> dict:
         if self.val_features is not None:
             self.model.eval()
@@ -281,12 +292,27 @@ class Trainer:
             targets = self.val_targets
         else:
             logits, targets = self.logits_of(self.val_samples)
-        preds = logits.argmax(1)
-        return {
-            "val_loss": round(F.cross_entropy(logits, targets).item(), 5),
-            "val_acc": round((preds == targets).float().mean().item(), 5),
-            "confusion_matrix": confusion_matrix(targets, preds, len(self.class_names)),
-        }
+        loss, accuracy, matrix = self._scores(logits, targets)
+        return {"val_loss": loss, "val_acc": accuracy, "confusion_matrix": matrix}
+
+    def test_evaluation(self, samples: list[Sample]) -> dict:
+        """Loss, accuracy and confusion matrix of the model as saved on the held-out test images (`samples`).
+
+        Call it once, after the model is saved: the test images are decoded here for the first time, so nothing that
+        chose the model (its epochs, early stopping, the weights kept, a race's best run) can have seen them. The
+        whole network answers, whatever the strategy trained (a linear probe's head is the model's classifier)."""
+        self.set_phase(TESTING_PHASE)
+
+        def decoding(done: int, total: int) -> None:
+            self.report_progress("decoding the test images", done, total)
+
+        def testing(done: int, total: int) -> None:
+            self.report_progress(TESTING_PHASE, done, total)
+
+        # No Stop check here: training is over and the model is saved; this one pass belongs to writing the record.
+        self.cache.warm([s.path for s in samples], decoding)
+        loss, accuracy, matrix = self._scores(*self.logits_of(samples, testing))
+        return {"test_loss": loss, "test_acc": accuracy, "test_confusion_matrix": matrix}
 
     def final_evaluation(self) -> dict:
         """Metrics of the weights being saved: the best epoch's (early stopping), the last epoch's, or fresh ones

@@ -206,6 +206,7 @@ class Run:
             "class_names": dataset.class_names,
             "num_train": len(dataset.train),
             "num_val": len(dataset.val),
+            "num_test": len(dataset.test),
             "weights_source": source.to_dict(),
             "layer_groups": [{"name": g.name, "num_params": g.num_params, "frozen": g.index < frozen}
                              for g in groups],
@@ -265,16 +266,21 @@ class Run:
 
     def _write_summary(self, p: Prepared, trainer: Trainer, status: str, error: str | None, hint: str | None,
                        seconds: float, device: torch.device) -> None:
+        tested: dict = {}
         try:
             if status != "failed":
                 self._set_phase("saving the model")
                 final = trainer.final_evaluation()
                 save_run_model(self.dir, p.model, self.model_info(p), final.get("epoch"))
+                # Only now, with every choice made and the model saved, are the held-out test images looked at
+                # (not for a model stopped before it learned anything: there is nothing to measure).
+                if p.dataset.test and final.get("val_acc") is not None:
+                    tested = trainer.test_evaluation(p.dataset.test)
             else:
                 final = self._kept_metrics()
         except Exception as e:  # noqa: BLE001
             status, error, hint = "failed", describe_failure(e, p.config), failure_hint(e, p.config)
-            final = self._kept_metrics()
+            final, tested = self._kept_metrics(), {}
         if status == "failed":
             kept = saved_epoch(self.dir)
             hint = f"{hint} The model as it was after epoch {kept} is kept." if kept else hint
@@ -292,6 +298,7 @@ class Run:
             "class_names": p.dataset.class_names,
             "confusion_matrix": matrix,
             "per_class": per_class_report(matrix, p.dataset.class_names) if matrix else None,
+            **self._test_summary(tested, p),
             # gradual unfreezing changes these epoch by epoch: the record keeps where the run ended
             "trainable_params": last.get("trainable_params", self.info.get("trainable_params", trainable)),
             "frozen_groups": last.get("frozen_groups", p.frozen_groups),
@@ -315,6 +322,18 @@ class Run:
         self._emit(status, summary=self.summary, error=error, hint=hint)
         self._done.set()
 
+
+    @staticmethod
+    def _test_summary(tested: dict, p: Prepared) -> dict:
+        """The summary's held-out test entries: None when the run was not tested (no test set, or it failed)."""
+        matrix = tested.get("test_confusion_matrix")
+        return {
+            "test_accuracy": tested.get("test_acc"),
+            "test_loss": tested.get("test_loss"),
+            "test_confusion_matrix": matrix,
+            "test_per_class": per_class_report(matrix, p.dataset.class_names) if matrix else None,
+            "num_test": len(p.dataset.test),
+        }
 
     def _kept_metrics(self) -> dict:
         """The metrics of the epoch whose weights are saved (a failed run keeps its last checkpoint)."""

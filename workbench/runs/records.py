@@ -36,7 +36,11 @@ ENDED = ("finished", "stopped", "failed", "interrupted")
 @dataclass
 class RunSummary:
     """summary.json, typed: how a run ended and what it reached. `extra` holds what the run's strategy added (a DANN
-    run's target accuracy, a distillation run's teacher), read with `get`."""
+    run's target accuracy, a distillation run's teacher), read with `get`.
+
+    The `test_*` fields are the saved model measured once, after training, on the held-out test images (None when the
+    data had no test split, and in records written before there was one); nothing during training saw those images,
+    whereas validation chose the epochs and the weights kept."""
 
     status: str
     error: str | None = None
@@ -48,6 +52,12 @@ class RunSummary:
     class_names: list[str] | None = None
     confusion_matrix: list[list[int]] | None = None
     per_class: dict | None = None
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    test_confusion_matrix: list[list[int]] | None = None
+    test_per_class: dict | None = None
+    num_test: int | None = None
+    """Images in the data's test split (0: it had none), whether or not the run got as far as testing on them."""
     trainable_params: int | None = None
     frozen_groups: int | None = None
     total_params: int | None = None
