@@ -12,6 +12,7 @@ from workbench.data.dataset import (
     STRONG_IMBALANCE_RATIO,
     Augmentation,
     CachedImages,
+    DataSpec,
     HealthReport,
     ImageCache,
     ImageDataset,
@@ -32,4 +33,11 @@ from workbench.data.images import (
     load_rgb,
 )
 from workbench.data.layouts import NO_FOLDER, SPLIT_FOLDER_NAMES, VAL_FOLDER_NAMES, LayoutChoice, SkippedFile
-from workbench.data.zips import MAX_ZIP_MEMBERS, MAX_ZIP_RATIO, MAX_ZIP_TOTAL_BYTES, ZIP_RATIO_MIN_BYTES, check_zip
+from workbench.data.zips import (
+    MAX_ZIP_MEMBERS,
+    MAX_ZIP_RATIO,
+    MAX_ZIP_TOTAL_BYTES,
+    ZIP_RATIO_MIN_BYTES,
+    check_zip,
+    unpack_zip,
+)

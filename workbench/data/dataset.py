@@ -37,7 +37,7 @@ from workbench.data.layouts import (
     tables,
     unwrap,
 )
-from workbench.data.zips import check_zip, extract_zip
+from workbench.data.zips import unpack_zip
 
 STRONG_IMBALANCE_RATIO = 3.0
 SHOWN_EXAMPLES = 3  # how many file names a problem line quotes before "and N more"
@@ -75,6 +75,8 @@ class HealthReport:
     """Class names that differ only in upper/lower case: two classes here, one folder on Windows and macOS."""
     layout: str = ""
     """One plain sentence: what was recognised and which images each split uses."""
+    kind: str = ""
+    """The layout recognised: "class folders", "split folders" or "label file"."""
     has_test: bool = False
     """True if a held-out test set was made (given by the data or split off with a test fraction)."""
     layout_problems: list[str] = field(default_factory=list)
@@ -208,6 +210,29 @@ def open_dataset(path: str | Path, val_fraction: float = 0.2, seed: int = 0, ext
 
 
 @dataclass(frozen=True)
+class DataSpec:
+    """Everything that decides which images a run trains, validates and tests on: open it again and the split is
+    exactly the same."""
+
+    data: str
+    val_fraction: float = 0.2
+    seed: int = 0
+    test_fraction: float = 0.0
+    layout: LayoutChoice = field(default_factory=LayoutChoice)
+
+    @classmethod
+    def from_values(cls, values: dict) -> DataSpec:
+        """From flat values such as a run's config.json (keys an older record lacks take their defaults)."""
+        return cls(str(values["data"]), float(values.get("val_fraction") or 0.2), int(values.get("seed") or 0),
+                   float(values.get("test_fraction") or 0.0), LayoutChoice.from_values(values))
+
+    def open(self, extract_to: Path | None = None, progress: Callable[[int, int], None] | None = None
+             ) -> ImageDataset:
+        return open_dataset(self.data, self.val_fraction, self.seed, extract_to, test_fraction=self.test_fraction,
+                            layout=self.layout, progress=progress)
+
+
+@dataclass(frozen=True)
 class _Split:
     val_fraction: float
     test_fraction: float
@@ -239,10 +264,9 @@ def recognise(folder: Path, choice: LayoutChoice | None = None) -> Layout:
 
 def _open_zip(zip_path: Path, source: str, split: _Split, choice: LayoutChoice,
               progress: Callable[[int, int], None] | None, extract_to: Path | None) -> ImageDataset:
-    check_zip(zip_path)
     target = Path(extract_to) if extract_to is not None else Path(tempfile.mkdtemp(prefix="workbench-zip-"))
     try:
-        extract_zip(zip_path, target)
+        unpack_zip(zip_path, target)
         try:
             return _open_folder(target.absolute(), source, split, choice, progress)
         except DataError as e:
@@ -346,6 +370,7 @@ def _health_report(layout: Layout, checked: list[_Checked], split_of: dict[str, 
         ignored_folders=layout.ignored_folders,
         case_conflicts=_case_conflicts(layout.class_names),
         layout=layout.sentence(split.val_fraction, split.test_fraction),
+        kind=layout.kind,
         has_test=any(s == "test" for s in split_of.values()),
         layout_problems=layout.problems,
     )

@@ -116,3 +116,10 @@ def extract_zip(zip_path: Path, target: Path) -> None:
         raise DataError(f"Could not extract zip '{zip_path}': {e}. Re-create the zip (without a password) from the "
                         "dataset folder.") from None
 
+
+
+def unpack_zip(zip_path: Path, target: Path) -> Path:
+    """`check_zip`, then extract every member into `target` (a new or empty folder); returns `target`."""
+    check_zip(zip_path)
+    extract_zip(zip_path, target)
+    return target

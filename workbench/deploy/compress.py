@@ -48,7 +48,7 @@ from workbench.core.errors import StopRequested
 from workbench.core.fields import help_field as _help
 from workbench.core.latency import latency
 from workbench.core.metrics import confusion_matrix
-from workbench.data import AUGMENTATIONS, CachedImages, ImageCache, ImageDataset, Sample, open_dataset
+from workbench.data import AUGMENTATIONS, CachedImages, ImageCache, ImageDataset, Sample
 from workbench.models.trained import Predictor, resize_size
 from workbench.runs.jobs import Reporter
 
@@ -442,7 +442,7 @@ def run_dataset(run_dir: str | Path) -> Iterator[ImageDataset]:
         raise ValueError(f"Run '{Path(run_dir).name}' has no recorded dataset (an imported model): compression "
                          "measures accuracy on the run's validation images, so it needs a run trained here.")
     with tempfile.TemporaryDirectory(prefix="workbench-compress-") as scratch:
-        yield open_dataset(*split, extract_to=Path(scratch) / "data")
+        yield split.open(extract_to=Path(scratch) / "data")
 
 
 @dataclass

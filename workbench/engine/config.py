@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from workbench.core.fields import help_field as _help
-from workbench.data import AUGMENTATIONS
+from workbench.data import AUGMENTATIONS, DataSpec
 from workbench.strategies import DEFAULT_STRATEGY, get_strategy
 
 # On a laptop CPU 224 px is slow; 160 px keeps most of the accuracy at half the cost (and puts the first chart
@@ -35,6 +35,17 @@ class RunConfig:
     image_size: int | None = field(default=None, **_help("Square input size in pixels (default: model/device)."))
     augment: str = field(default="light", **_help(f"Augmentation preset: {', '.join(AUGMENTATIONS)}."))
     val_fraction: float = field(default=0.2, **_help("Share of each class held out when there is no val/ folder."))
+    test_fraction: float = field(default=0.0, **_help("Share of each class held out for the final test when the data "
+                                                      "has no test/ folder (0: no test set)."))
+    val_folder: str = field(default="", **_help("Folder to validate on, if not recognised (e.g. holdout; '-': none)."))
+    test_folder: str = field(default="", **_help("Folder held out for the final test, if not recognised ('-': "
+                                                 "none)."))
+    label_file: str = field(default="", **_help("CSV/TSV label file in the dataset folder (default: recognised)."))
+    file_column: str = field(default="", **_help("Label-file column with the image file names (default: "
+                                                 "recognised)."))
+    label_column: str = field(default="", **_help("Label-file column with the labels (default: recognised)."))
+    split_column: str = field(default="", **_help("Label-file column saying train/val/test (default: recognised; "
+                                                  "'-': ignore)."))
     seed: int = field(default=0, **_help("Random seed for the split, init and batch order."))
     weights: str = field(default="auto", **_help("'auto' (best available), 'none' (random), or a weights file."))
     device: str = field(default="auto", **_help("'auto', 'cpu' or 'cuda'."))
@@ -54,6 +65,9 @@ class RunConfig:
             raise ValueError(f"Unknown --augment '{self.augment}'. Choose one of: {', '.join(AUGMENTATIONS)}.")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}.")
+        if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(f"--test-fraction must be 0 (no test set) or more, and --val-fraction plus "
+                             f"--test-fraction must leave at least 10% for training; got {self.test_fraction}.")
         for name in ("epochs", "batch_size", "image_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -88,6 +102,10 @@ class RunConfig:
             "runs_dir": str(self.runs_path()),
             **strategy.resolve(self),
         })
+
+    def data_spec(self) -> DataSpec:
+        """What decides the run's images and their split (see `DataSpec.open`)."""
+        return DataSpec.from_values(self.to_dict())
 
     def torch_device(self) -> torch.device:
         """The device this config trains on, here. Checked when asked, not when the config is built, so a record of

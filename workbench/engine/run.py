@@ -21,7 +21,7 @@ import torch
 from workbench.core import runfolder
 from workbench.core.errors import Diverged, StopRequested
 from workbench.core.metrics import per_class_report
-from workbench.data import ImageDataset, open_dataset
+from workbench.data import ImageDataset
 from workbench.engine.config import RunConfig
 from workbench.engine.failures import describe_failure, failure_hint, peak_memory_mb, release_memory
 from workbench.engine.loop import Trainer
@@ -186,7 +186,8 @@ class Run:
         strategy = get_strategy(config.strategy)
         seed_everything(config.seed)
         self._set_phase("reading the dataset")
-        dataset = open_dataset(config.data, config.val_fraction, config.seed)
+        dataset = config.data_spec().open(progress=lambda done, total: self._report_progress(
+            {"phase": "checking images", "done": done, "total": total}))
         self.health = dataset.report.to_dict()
         self._emit("health", report=self.health)
         self._check_stop()

@@ -23,7 +23,7 @@ from workbench.core.runfolder import (
     read_jsonl,
     sweep_temps,
 )
-from workbench.data import Sample, open_dataset
+from workbench.data import DataSpec, Sample
 from workbench.engine.config import RunConfig
 from workbench.models.trained import has_model_files, model_files
 
@@ -129,17 +129,13 @@ class RunRecord:
             or self.facts.get("class_names") or []
 
     @property
-    def split(self) -> tuple[str, float, int] | None:
-        """(dataset, validation fraction, seed): what splits the run's images again exactly as it trained on them;
-        None for a run with no recorded dataset (an imported model)."""
+    def split(self) -> DataSpec | None:
+        """What splits the run's images again exactly as it trained on them (data, fractions, seed, layout choices);
+        None for a run with no recorded dataset (an imported model). Older records lack the newer keys, whose
+        defaults are what those runs used."""
         if not self.data:
             return None
-        if self.config is not None:
-            return self.config.data, self.config.val_fraction, self.config.seed
-        # a run of no strategy this version trains (few-shot prototypes) keeps the same keys in config.json
-        defaults = {f.name: f.default for f in fields(RunConfig)}
-        return (self.data, self.facts.get("val_fraction", defaults["val_fraction"]),
-                self.facts.get("seed", defaults["seed"]))
+        return self.config.data_spec() if self.config is not None else DataSpec.from_values(self.facts)
 
     @property
     def model_files(self) -> tuple[Path, Path]:
@@ -221,4 +217,4 @@ def validation_images(run_dir: str | Path) -> Iterator[list[Sample]]:
     if split is None:
         raise ValueError(f"Run '{Path(run_dir).name}' has no recorded dataset (an imported model).")
     with tempfile.TemporaryDirectory(prefix="workbench-val-") as scratch:
-        yield open_dataset(*split, extract_to=Path(scratch) / "data").val
+        yield split.open(extract_to=Path(scratch) / "data").val
