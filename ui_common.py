@@ -27,9 +27,15 @@ SAMPLE_DATASETS = {p.name: p for p in sorted((REPO / "sample_data").iterdir()) i
 # session_state keys
 DATASET = "dataset"  # str: path of the chosen dataset folder or zip
 CHOICES = "choices"  # dict: RunConfig fields chosen on the Model page (everything but `data`)
+DATA_CHOICES = "data.choices"  # dict: RunConfig fields chosen on the Data page (test share, layout choices)
 RUN_ID = "run_id"  # str: the run the Train page shows (mirrored in the URL as ?run=...)
 
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # what a picture uploader accepts
+
+
+def dataset_choices() -> dict:
+    """How the Data page said to read the chosen dataset (RunConfig fields: test share, layout choices)."""
+    return dict(st.session_state.get(DATA_CHOICES) or {})
 
 
 @st.cache_resource

@@ -9,9 +9,19 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui_common import DATASET, SAMPLE_DATASETS
+from ui_common import DATA_CHOICES, DATASET, SAMPLE_DATASETS
 from workbench.analysis.model_views import class_counts_figure, thumbnails
-from workbench.data import IMAGE_EXTENSIONS, DataError, ImageDataset, open_dataset, uploads
+from workbench.data import (
+    IMAGE_EXTENSIONS,
+    NO_FOLDER,
+    DataError,
+    DataSpec,
+    ImageDataset,
+    LayoutChoice,
+    layout_options,
+    unpack_zip,
+    uploads,
+)
 from workbench.engine.config import RunConfig
 
 SOURCES = {"sample": "Sample data", "upload": "Upload a folder or zip", "local": "Folder on this computer"}
@@ -19,18 +29,49 @@ SOURCE = "data.source"  # widget keys of this page
 SAMPLE = "data.sample"
 LOCAL_PATH = "data.local_path"
 UPLOADED = "data.uploaded"  # {upload signature: saved folder}, so a rerun never saves the same upload twice
+TEST_PERCENT = "data.test_percent"
+LAYOUT_KEYS = {name: f"data.{name}" for name in LayoutChoice.__dataclass_fields__}
+LAYOUT_FOR = "data.layout_for"  # the dataset the layout choices were made for
+RECOGNISED = ""  # a layout choice left to the workbench
+MAX_SCANS_KEPT = 16
 # The split a run makes by default, so the counts shown here are the ones training will use.
 VAL_FRACTION = next(f.default for f in dataclasses.fields(RunConfig) if f.name == "val_fraction")
 
 
-@st.cache_resource(show_spinner="Reading every image once and checking the dataset…", max_entries=16)
-def scan(path: str) -> ImageDataset:
-    return open_dataset(path, val_fraction=VAL_FRACTION)
+@st.cache_resource
+def scanned() -> dict[DataSpec, ImageDataset]:
+    """Datasets already read, shared by every session (not `st.cache_resource` on the scan itself: its progress bar
+    lives outside it, which Streamlit cannot replay)."""
+    return {}
+
+
+def scan(spec: DataSpec, progress: Callable[[int, int], None] | None = None) -> ImageDataset:
+    cache = scanned()
+    if spec not in cache:
+        dataset = spec.open(progress=progress)
+        while len(cache) >= MAX_SCANS_KEPT:
+            cache.pop(next(iter(cache)), None)  # the oldest first
+        cache[spec] = dataset
+    return cache[spec]
+
+
+def scan_with_progress(spec: DataSpec) -> ImageDataset:
+    """`scan`, with a progress bar while a folder not read before is checked file by file."""
+    bar = st.empty()
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 100) == 0:
+            bar.progress(done / total, text=f"Checking every image once: {done:,} of {total:,}")
+
+    try:
+        return scan(spec, progress)
+    finally:
+        bar.empty()
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def class_thumbnails(path: str) -> dict:
-    return thumbnails(scan(path))
+def class_thumbnails(spec: DataSpec) -> dict:
+    return thumbnails(scan(spec))
 
 
 def remembered(key: str, default) -> None:
@@ -64,10 +105,10 @@ def upload_ui() -> str | None:
 
 
 def unpacked_zip(name: str, data: bytes, dest: Path) -> str:
-    """Save the zip and extract it once, next to itself, so every later step reads a plain folder."""
+    """Save the zip and extract it once, next to itself, so every later step reads a plain folder (and its layout
+    can be chosen)."""
     zip_path = uploads.save_zip_upload(name, data, dest)
-    folder = zip_path.with_suffix("")
-    open_dataset(zip_path, extract_to=folder)
+    folder = unpack_zip(zip_path, zip_path.with_suffix(""))
     zip_path.unlink()
     return str(folder)
 
@@ -90,7 +131,12 @@ def local_ui() -> str | None:
     path = st.text_input("Path of the dataset folder (or .zip) on the computer running the workbench", key=LOCAL_PATH,
                          placeholder="/home/me/photos/birds",
                          help="The folder must hold one subfolder per class, optionally inside train/ and val/.")
-    return path.strip() or None
+    path = path.strip()
+    if path.lower().endswith(".zip") and Path(path).expanduser().is_file():
+        # Unpacked once, like an uploaded zip, so its layout can be chosen below.
+        return saved_upload(("local zip", path, Path(path).expanduser().stat().st_mtime_ns),
+                            lambda dest: uploads.unpack_zip_copy(Path(path).expanduser(), dest))
+    return path or None
 
 
 def source_ui() -> str | None:
@@ -107,20 +153,69 @@ def source_ui() -> str | None:
     return None
 
 
+def layout_ui(path: str) -> DataSpec:
+    """What the user says about the layout (test share, which folder validates or tests, which label file and
+    columns): drawn even when the data cannot be read yet, since a choice here may be the fix."""
+    folder = Path(path).expanduser()
+    if st.session_state.get(LAYOUT_FOR) != path:  # choices made for another dataset do not carry over
+        for key in (TEST_PERCENT, *LAYOUT_KEYS.values()):
+            st.session_state.pop(key, None)
+            st.session_state.pop(f"kept.{key}", None)
+        st.session_state[LAYOUT_FOR] = path
+    remembered(TEST_PERCENT, 0)
+    for key in LAYOUT_KEYS.values():
+        remembered(key, RECOGNISED)
+    with st.expander("How the images are split and labelled", expanded=bool(chosen_layout())):
+        st.slider("Hold out for the final test", 0, 40, step=5, format="%d%%", key=TEST_PERCENT,
+                  help="A share of each class kept aside and used only once, after training, to measure the final "
+                       "model on images nothing was chosen with. Used only when the data has no test/ folder.")
+        if folder.is_dir():
+            folder_choices_ui(folder)
+    choice = LayoutChoice(**chosen_layout())
+    spec = DataSpec(path, VAL_FRACTION, 0, st.session_state[TEST_PERCENT] / 100, choice)
+    st.session_state[DATA_CHOICES] = {"test_fraction": spec.test_fraction, **chosen_layout()}
+    return spec
+
+
+def chosen_layout() -> dict:
+    return {name: st.session_state[key] for name, key in LAYOUT_KEYS.items() if st.session_state.get(key)}
+
+
+def folder_choices_ui(folder: Path) -> None:
+    options = layout_options(folder, st.session_state.get(LAYOUT_KEYS["label_file"], ""))
+    if options.folders:
+        left, right = st.columns(2)
+        for column, split, what in ((left, "val_folder", "Validation folder"), (right, "test_folder", "Test folder")):
+            column.selectbox(what, [RECOGNISED, *options.folders, NO_FOLDER], key=LAYOUT_KEYS[split],
+                             format_func=lambda name: {RECOGNISED: "as recognised", NO_FOLDER: "none"}.get(name, name),
+                             help="Which top-level folder holds these images. 'As recognised' reads folders named "
+                                  "val/valid/validation and test as they are named.")
+    if options.label_files:
+        st.selectbox("Label file", [RECOGNISED, *options.label_files], key=LAYOUT_KEYS["label_file"],
+                     format_func=lambda name: name or "as recognised",
+                     help="A CSV/TSV file with one row per image: its file name and its label.")
+        named = {RECOGNISED: "as recognised", NO_FOLDER: "none"}
+        for split, what in (("file_column", "File-name column"), ("label_column", "Label column"),
+                            ("split_column", "Split column (train/val/test)")):
+            extra = [NO_FOLDER] if split == "split_column" else []
+            st.selectbox(what, [RECOGNISED, *options.columns, *extra], key=LAYOUT_KEYS[split],
+                         format_func=lambda name: named.get(name, name))
+
+
 def summary_ui(dataset: ImageDataset) -> None:
     report = dataset.report
-    num_train, num_val = len(dataset.train), len(dataset.val)
-    cols = st.columns(4)
-    cols[0].metric("Images", f"{num_train + num_val:,}")
+    num_train, num_val, num_test = len(dataset.train), len(dataset.val), len(dataset.test)
+    st.info(f"**Recognised:** {report.layout}.", icon="🗂️")
+    cols = st.columns(5)
+    cols[0].metric("Images", f"{num_train + num_val + num_test:,}")
     cols[1].metric("Classes", len(dataset.class_names))
     cols[2].metric("For training", f"{num_train:,}")
-    cols[3].metric("For validation", f"{num_val:,}", help="Held back to measure accuracy on images the model never "
-                   "trained on.")
-    if report.has_split:
-        st.caption("The folder has its own train/ and val/ subfolders; they are used as they are.")
-    else:
-        st.caption(f"No train/ and val/ subfolders: {VAL_FRACTION:.0%} of each class is held back for validation "
-                   "(the same images every time).")
+    cols[3].metric("For validation", f"{num_val:,}", help="Held back to measure accuracy after every epoch, and to "
+                   "choose the best epoch: images the model never trained on.")
+    cols[4].metric("Held-out test", f"{num_test:,}", help="Used once, after training, to measure the final model on "
+                   "images that nothing (not even the choice of the best epoch) was based on.")
+    if not num_test:
+        st.caption("No held-out test set: add a test/ folder, or hold out a share for the final test above.")
     st.plotly_chart(class_counts_figure(report), width="stretch")
 
 
@@ -138,13 +233,14 @@ def problems_ui(dataset: ImageDataset) -> None:
         st.dataframe(table, hide_index=True, width="stretch")
 
 
-def thumbnails_ui(dataset: ImageDataset, path: str) -> None:
+def thumbnails_ui(dataset: ImageDataset, spec: DataSpec) -> None:
     st.subheader("A few images of each class")
     many = len(dataset.class_names) > 6  # beyond that, scroll inside a box instead of making the page endless
     with st.container(height=900 if many else "content"):
-        for name, images in class_thumbnails(path).items():
+        for name, images in class_thumbnails(spec).items():
             counts = dataset.report.counts[name]
-            st.markdown(f"**{name}** · {counts['train']} training, {counts['val']} validation images")
+            test = f", {counts['test']} test" if counts.get("test") else ""
+            st.markdown(f"**{name}** · {counts['train']} training, {counts['val']} validation{test} images")
             st.image(images, width=96)
 
 
@@ -158,18 +254,20 @@ path = st.session_state.get(DATASET)
 if not path:
     st.info("Choose where your images come from to see what is in them. New here? Pick **Sample data**.")
     st.stop()
+spec = layout_ui(path)
 try:
-    dataset = scan(path)
+    dataset = scan_with_progress(spec)
 except DataError as e:
-    st.session_state.pop(DATASET, None)  # the next pages must not go on with a dataset that cannot be read
     st.error(str(e))
+    if not chosen_layout():
+        st.session_state.pop(DATASET, None)  # the next pages must not go on with a dataset that cannot be read
     st.stop()
 st.markdown(f"**Dataset in use:** `{path}`" + ("" if picked else " (chosen before: pick another above to replace it)"))
 summary_ui(dataset)
 problems_ui(dataset)
 if st.button("Scan again", help="Read the folder again, e.g. after you fixed or added files."):
-    scan.clear()
+    scanned().clear()
     class_thumbnails.clear()
     st.rerun()
-thumbnails_ui(dataset, path)
+thumbnails_ui(dataset, spec)
 st.page_link("pages/2_model.py", label="Next: choose a model →", icon="🧩")

@@ -12,7 +12,17 @@ import dataclasses
 
 import streamlit as st
 
-from ui_common import CHOICES, DATASET, SAMPLE_DATASETS, choice_key, forget_choices, notes_ui, options_ui, seed_choice
+from ui_common import (
+    CHOICES,
+    DATASET,
+    SAMPLE_DATASETS,
+    choice_key,
+    dataset_choices,
+    forget_choices,
+    notes_ui,
+    options_ui,
+    seed_choice,
+)
 from ui_lr_finder import lr_finder_ui
 from workbench.analysis import choices
 from workbench.analysis import model_views as views
@@ -183,7 +193,7 @@ def estimate_ui(config: RunConfig, counts: dict | None) -> None:
 st.title("2 · Model & strategy")
 st.markdown("Choose the network to start from and how much of it may change while it learns your classes.")
 data_path = st.session_state.get(DATASET)
-counts = dataset_facts(data_path) if data_path else None
+counts = dataset_facts(data_path, dataset_choices()) if data_path else None
 if counts is None:
     st.info(choices.missing_data_note(data_path))
     st.page_link("pages/1_data.py", label="Choose data", icon="🖼️")
@@ -214,7 +224,7 @@ if layer_lrs:
 shown = counts if counts and counts["first_image"] else dataset_facts(str(next(iter(SAMPLE_DATASETS.values()))))
 values = training_ui(strategy, draft, shown["first_image"])
 try:
-    config = choices.checked_config({**picked, **values}, data_path or "", groups)
+    config = choices.checked_config({**picked, **values, **dataset_choices()}, data_path or "", groups)
 except ValueError as error:
     st.error(str(error))
     config = None

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui_common import CHOICES, DATASET, RUN_ID, SAMPLE_DATASETS, attached_run_id, draw_panels, forget_run, get_registry
+from ui_common import (
+    CHOICES,
+    DATASET,
+    RUN_ID,
+    SAMPLE_DATASETS,
+    attached_run_id,
+    dataset_choices,
+    draw_panels,
+    forget_run,
+    get_registry,
+)
 from workbench.analysis import charts, choices, run_notes
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import hub_reachable, model_groups, weights_availability
@@ -63,7 +73,7 @@ def config_ui(dataset: str) -> RunConfig | None:
     """The run the choices describe, or None (with the reason shown) if they cannot run."""
     chosen = st.session_state.get(CHOICES) or {}  # none yet: RunConfig's defaults
     try:
-        config = RunConfig.from_dict({**chosen, "data": dataset})
+        config = RunConfig.from_dict({**chosen, **dataset_choices(), "data": dataset})
         planned_config(config)
     except ValueError as error:
         st.error(f"These choices cannot run: {error} Change them on the **Model & strategy** page.")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui_common import CHOICES, DATASET, get_registry
+from ui_common import CHOICES, DATASET, dataset_choices, get_registry
 from workbench.analysis import charts
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import model_groups
@@ -35,7 +35,7 @@ def base_config() -> RunConfig | None:
     if not dataset:
         return None
     choices = st.session_state.get(CHOICES) or {}  # none yet: RunConfig's defaults
-    return RunConfig.from_dict({**choices, "data": dataset})
+    return RunConfig.from_dict({**choices, **dataset_choices(), "data": dataset})
 
 
 def race_ui() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.analysis.estimate import describe_seconds, estimate_for_machine
-from workbench.data import DataError, open_dataset
+from workbench.data import DataError, DataSpec
 from workbench.engine import failure_hint
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import LayerGroup
@@ -119,11 +119,12 @@ def images_default(data: str | None, samples: dict[str, Path]) -> str:
 # From choices to a RunConfig
 
 
-def dataset_facts(path: str) -> dict | None:
-    """What the Model page needs of the chosen dataset: "classes" (how many), "class_names", "train" and "val"
-    (image counts) and "first_image" (a training image's path, None if there is none); None if it cannot be read."""
+def dataset_facts(path: str, data_choices: dict | None = None) -> dict | None:
+    """What the Model page needs of the chosen dataset, read as the Data page's `data_choices` say (test share,
+    layout choices): "classes" (how many), "class_names", "train" and "val" (image counts) and "first_image" (a
+    training image's path, None if there is none); None if it cannot be read."""
     try:
-        dataset = open_dataset(path)
+        dataset = DataSpec.from_values({**(data_choices or {}), "data": path}).open()
     except DataError:
         return None
     first = str(dataset.train[0].path) if dataset.train else None

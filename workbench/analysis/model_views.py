@@ -28,13 +28,18 @@ STATES = {  # state -> (label in a box, legend entry, colour)
     "trains": ("learns", "trainable (learns from your images)", TRAINABLE_COLOUR),
 }
 TEXT_COLOUR = "#1b2733"
+TEST_COLOUR = "#8c6bb1"
 
 
 def class_counts_figure(report: HealthReport) -> go.Figure:
-    """Readable images per class, training and validation stacked, so a small or unsplit class stands out."""
+    """Readable images per class, training, validation and held-out test stacked, so a small or unsplit class stands
+    out."""
     fig = go.Figure()
-    for split, colour, name in (("train", TRAIN_COLOUR, "training images"), ("val", VAL_COLOUR, "validation images")):
-        counts = [report.counts[c][split] for c in report.class_names]
+    for split, colour, name in (("train", TRAIN_COLOUR, "training images"), ("val", VAL_COLOUR, "validation images"),
+                                ("test", TEST_COLOUR, "held-out test images")):
+        counts = [report.counts[c].get(split, 0) for c in report.class_names]
+        if split == "test" and not any(counts):
+            continue
         fig.add_bar(x=report.class_names, y=counts, name=name, marker_color=colour, text=counts,
                     textposition="inside", hovertemplate="%{x}: %{y} " + name + "<extra></extra>")
     fig.update_xaxes(title_text="class", type="category")

@@ -16,9 +16,11 @@ from workbench.data.dataset import (
     HealthReport,
     ImageCache,
     ImageDataset,
+    LayoutOptions,
     Sample,
     augmentation_preview,
     eval_transform,
+    layout_options,
     open_dataset,
     recognise,
 )

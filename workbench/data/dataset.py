@@ -34,6 +34,7 @@ from workbench.data.layouts import (
     SkippedFile,
     folder_layout,
     require_trainable_classes,
+    subfolders,
     tables,
     unwrap,
 )
@@ -257,6 +258,30 @@ def recognise(folder: Path, choice: LayoutChoice | None = None) -> Layout:
         layout.problems.append(f"Label file(s) {', '.join(unused)} not used: the class folders give the labels. To use "
                                "a label file instead, choose it (Data page: 'Label file'; CLI: --label-file).")
     return layout
+
+
+@dataclass
+class LayoutOptions:
+    """What can be chosen about a dataset folder's layout (the Data page's choices)."""
+
+    folders: list[str]
+    """Its top-level folders (after outer wrapper folders), any of which may be chosen for validation or test."""
+    label_files: list[str]
+    columns: list[str]
+    """The columns of the chosen label file (or of the only one)."""
+
+
+def layout_options(folder: str | Path, label_file: str = "") -> LayoutOptions:
+    """The folders, label files and label-file columns a user may choose among for `folder` (not a zip). A label
+    file that cannot be read offers no columns."""
+    root = unwrap(Path(folder))
+    offered = labels.label_tables(root)
+    chosen = label_file if label_file in offered else (offered[0] if len(offered) == 1 else "")
+    try:
+        columns = labels.table_columns(root / chosen) if chosen else []
+    except DataError:
+        columns = []
+    return LayoutOptions([f.name for f in subfolders(root)], offered, columns)
 
 
 # --- zips ---------------------------------------------------------------------------------------------------------

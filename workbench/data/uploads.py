@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from workbench.data.zips import unpack_zip
+
 # Both bounds are stated on the Data page. MAX_UPLOAD_BYTES matches server.maxUploadSize in .streamlit/config.toml,
 # which Streamlit applies to each file; this module applies it to the upload as a whole.
 MAX_UPLOAD_FILES = 5000
@@ -97,6 +99,16 @@ def save_zip_upload(name: str, data: bytes, dest: Path, max_bytes: int = MAX_UPL
     path = folder / f"{_safe_stem(base.stem)}.zip"
     path.write_bytes(data)
     return path
+
+
+def unpack_zip_copy(zip_path: Path, dest: Path) -> Path:
+    """Check a zip on this computer and extract it into a fresh folder under `dest`; returns the dataset folder."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{_safe_stem(zip_path.stem)}-", dir=_made(dest)))
+    try:
+        return unpack_zip(zip_path, folder / "data")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _relative_parts(name: str) -> list[str]:

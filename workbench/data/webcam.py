@@ -32,6 +32,9 @@ SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "tes
 # Characters no folder name may hold on Windows or macOS, so a saved dataset can be copied to any computer.
 FORBIDDEN_CHARACTERS = '/\\:*?"<>|'
 CHECK_SIZE = 64  # decoding at this size proves a picture is readable, cheaply (JPEG draft mode)
+# A picture whose pixels all lie within this many levels is one flat colour: a camera clicked before its first frame
+# arrived (browsers then send a black picture), or a covered lens. It teaches nothing, so it is refused.
+FLAT_RANGE = 4
 _SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}  # what browsers' cameras send, and the name each is saved under
 
 
@@ -172,13 +175,13 @@ def check_class_name(name: str, taken: Iterable[str] = ()) -> str:
 
 
 def picture_suffix(data: bytes) -> str:
-    """".jpg" or ".png": what a camera picture is saved as. Raises WebcamError if `data` is too big, or is not a
-    JPEG or PNG image that decodes."""
+    """".jpg" or ".png": what a camera picture is saved as. Raises WebcamError if `data` is too big, is not a JPEG
+    or PNG image that decodes, or is one flat colour."""
     if len(data) > MAX_SHOT_MB * 2**20:
         raise WebcamError(f"The picture is {len(data) / 2**20:.0f} MB, more than the {MAX_SHOT_MB} MB a camera "
                           "picture may be. Take it again, at a lower resolution.")
     try:
-        decode_resized(io.BytesIO(data), CHECK_SIZE)
+        pixels = decode_resized(io.BytesIO(data), CHECK_SIZE)
         with Image.open(io.BytesIO(data)) as image:
             format_name = image.format
     except DataError:
@@ -186,6 +189,9 @@ def picture_suffix(data: bytes) -> str:
     if format_name not in _SUFFIXES:
         raise WebcamError(f"The picture is a {format_name} image; only JPEG and PNG pictures are kept. Take it again "
                           "with the camera.")
+    if int(pixels.max()) - int(pixels.min()) <= FLAT_RANGE:
+        raise WebcamError("The picture is all one colour (the camera was not ready yet, or something covers it), so "
+                          "it was not kept. Wait until the camera shows a picture, then take it again.")
     return _SUFFIXES[format_name]
 
 
