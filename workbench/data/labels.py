@@ -144,11 +144,11 @@ def _chosen_tables(root: Path, choice: LayoutChoice) -> list[tuple[Path, str | N
     per_split = [(t, split_of_name(t.stem)) for t in found if split_of_name(t.stem)]
     if per_split and len(per_split) == len(found) and any(split == "train" for _, split in per_split):
         return per_split
-    readable = [t for t in found if _columns_or_none(t)]
+    if len(found) == 1:
+        return [(found[0], None)]
+    readable = [t for t in found if _columns_or_none(t, choice)]
     if len(readable) == 1:
         return [(readable[0], None)]
-    if not readable and len(found) == 1:
-        _columns(found[0], _read_table(found[0])[0], choice, True)  # raises, naming the columns found
     names = ", ".join(t.name for t in found)
     raise DataError(f"'{root}' has several label files ({names}) and it is not clear which one labels the images. "
                     "Choose one (Data page: 'Label file'; CLI: --label-file NAME).")
@@ -164,9 +164,9 @@ def _named_table(root: Path, name: str) -> Path:
     return path
 
 
-def _columns_or_none(table: Path) -> tuple | None:
+def _columns_or_none(table: Path, choice: LayoutChoice) -> tuple | None:
     try:
-        return _columns(table, _read_table(table)[0], LayoutChoice(), True)
+        return _columns(table, _read_table(table)[0], choice, True)
     except DataError:
         return None
 
