@@ -328,3 +328,16 @@ def test_the_test_slider_holds_out_images_for_every_later_page(tmp_path):
     shutil.rmtree(tmp_path / "ds" / "owls")  # choices are kept with the dataset they were made for
     at.text_input(key="data.local_path").set_value(str(train_test(tmp_path / "other"))).run()
     assert at.session_state[DATA_CHOICES] == {"test_fraction": 0.0}
+
+
+def test_the_cli_says_what_it_recognised_and_honours_the_choices(tmp_path, capsys):
+    from workbench.cli import main
+
+    root = train_test(tmp_path / "ds")
+    assert main(["data", "--data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "recognised: 3 classes; train/ used for training, 20% of each class set aside for validation, test/ held " \
+           "out for the final test" in out
+    assert "classes (train+val+test): cats: 5+1+2" in out
+    assert main(["data", "--data", str(root), "--test-folder", "-", "--test-fraction", "0.2"]) == 0
+    assert "20% of each class held out for the final test" in capsys.readouterr().out

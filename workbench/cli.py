@@ -125,10 +125,8 @@ class ProgressPrinter:
             self.bar = None
 
     def _health(self, report: dict) -> None:
-        counts = ", ".join(f"{c}: {n['train']}+{n['val']}" for c, n in report["counts"].items())
-        self._write(f"  classes (train+val): {counts}")
-        for problem in report.get("problems", []):
-            self._write(f"  ! {problem}")
+        for line in health_lines(report):
+            self._write(line)
 
     def _started(self, info: dict, run_dir: str) -> None:
         source = info["weights_source"]
@@ -231,6 +229,9 @@ def _report_many(runs_done: list[Run], args: argparse.Namespace, title: str) -> 
             print(f"  {run.config.strategy}: {run.status}: {run.error}", file=sys.stderr)
     table = runs_table([r for r in records if r is not None])[RACE_COLUMNS]
     text = f"{title}\n\n{markdown_table(table)}\n"
+    if table["test accuracy"].notna().any():
+        text += ("\nBold: the best of a column. Pick a run by validation accuracy; test accuracy was measured once, "
+                 "at the end, on held-out images, and is never used to pick.\n")
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text)
@@ -289,6 +290,31 @@ def cmd_backbones(args: argparse.Namespace) -> int:
           f"use when online){':' if args.all else '; --all lists them.'}")
     if args.all:
         print(textwrap.fill(", ".join(download), width=118, initial_indent="  ", subsequent_indent="  "))
+    return 0
+
+
+def health_lines(report: dict) -> list[str]:
+    """A dataset's health report as the CLI prints it: what was recognised, images per class and split, problems."""
+    has_test = any(n.get("test") for n in report["counts"].values())
+    splits = "train+val+test" if has_test else "train+val"
+    counts = ", ".join(f"{c}: {n['train']}+{n['val']}" + (f"+{n.get('test', 0)}" if has_test else "")
+                       for c, n in report["counts"].items())
+    lines = [f"  recognised: {report['layout']}"] if report.get("layout") else []
+    return [*lines, f"  classes ({splits}): {counts}", *(f"  ! {problem}" for problem in report.get("problems", []))]
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Read and check a dataset as a run would, with a progress bar, and print what was found."""
+    spec = config_from_args(args).data_spec()
+    with tqdm(desc="checking images", unit="img") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        dataset = spec.open(progress=progress)
+    print(f"{dataset.source}: {len(dataset.train)} training, {len(dataset.val)} validation, {len(dataset.test)} "
+          "held-out test images")
+    print("\n".join(health_lines(dataset.report.to_dict())))
     return 0
 
 
@@ -423,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     backbones.add_argument("query", nargs="?", default="", help="filter names (substring or glob)")
     backbones.add_argument("--all", action="store_true", help="also list models that would download weights")
     backbones.set_defaults(func=cmd_backbones)
+    data = sub.add_parser("data", help="read and check a dataset as a run would: its layout, split and problems")
+    add_config_arguments(data)
+    data.set_defaults(func=cmd_data)
     strategies = sub.add_parser("strategies", help="every strategy with its explanation")
     strategies.set_defaults(func=cmd_strategies)
     predict = sub.add_parser("predict", help="classify images with a trained run's model (top classes per image)")
