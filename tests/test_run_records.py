@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from ui_common import get_registry
 from workbench import runs
 from workbench.analysis import charts
+from workbench.data import DataSpec
 from workbench.deploy.export import INFO_MEMBER, WEIGHTS_MEMBER, exported_info, import_zip
 from workbench.engine.config import RunConfig
 from workbench.models.trained import Predictor
@@ -60,7 +61,7 @@ def test_a_gradual_run_of_the_previous_version_reads_back_typed(previous_runs):
     assert record.summary.status == record.status == "finished"
     assert record.summary.val_accuracy == 0.4 and record.summary.epochs_completed == 2
     assert record.summary.pretrained["description"] == "none (random init)"
-    assert record.class_names == CLASSES and record.split == ("sample_data/shapes", 0.2, 0)
+    assert record.class_names == CLASSES and record.split == DataSpec("sample_data/shapes", 0.2, 0)
     assert len(record.metrics) == 2 and record.has_model
 
 
