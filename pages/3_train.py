@@ -198,8 +198,8 @@ def result_ui(view: RunView) -> None:
                    "test.")
     elif view.config is not None:
         st.caption("No test set: validation accuracy is the only measure, and it helped choose the model. For an "
-                   "unbiased one, put test images in a test/ folder beside train/, or set some aside with the test "
-                   "slider on the **Data** page.")
+                   "unbiased one, put test images in a test/ folder beside train/, or set some aside with **Hold out "
+                   "for the final test** on the **Data** page.")
 
 
 def per_class_ui(view: RunView) -> None:

@@ -308,11 +308,14 @@ def measured_text(summary: runs.RunSummary | None) -> str:
     if summary is None or summary.val_accuracy is None:
         return ""
     names = summary.class_names or []
-    lines = [f"Validation accuracy when it was trained: {summary.val_accuracy:.1%} (the validation images also chose "
-             "the epochs and the weights kept, so this is a little optimistic)."]
+    lines = [f"Validation accuracy when it was trained: {summary.val_accuracy:.1%} (the validation images also "
+             "guided the choices made in training, so it can read a little high)."]
     if summary.test_accuracy is not None:
         lines.append(f"Test accuracy (held-out): {summary.test_accuracy:.1%} on {summary.num_test} test images that "
                      "training never saw, measured once on this model after training.")
+    elif summary.num_test:
+        lines.append(f"Test accuracy (held-out): not measured, the run ended before its {summary.num_test} test "
+                     "images were used.")
     else:
         lines.append("Test accuracy (held-out): not measured, the data had no separate test images.")
     for title, matrix in (("Test confusion matrix (held-out)", summary.test_confusion_matrix),

@@ -136,7 +136,7 @@ def open_target(path: str, class_names: list[str], scratch: Path) -> TargetImage
         if "refused" in str(error) or "not a readable .zip" in str(error):
             raise  # an unsafe or broken zip is refused outright
         return _unlabelled(source if source.is_dir() else extracted, path, "no class folders")
-    samples = dataset.train + dataset.val
+    samples = dataset.train + dataset.val + dataset.test  # unlabelled for DANN: every split is target data
     if not set(dataset.class_names) <= set(class_names):
         root = dataset.root
         return _unlabelled(root, path, f"its folders {', '.join(dataset.class_names)} are not source classes")
