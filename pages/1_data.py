@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from ui_common import DATA_CHOICES, DATASET, SAMPLE_DATASETS
+from ui_webcam import webcam_ui
 from workbench.analysis.model_views import class_counts_figure, thumbnails
 from workbench.data import (
     IMAGE_EXTENSIONS,
@@ -24,7 +25,8 @@ from workbench.data import (
 )
 from workbench.engine.config import RunConfig
 
-SOURCES = {"sample": "Sample data", "upload": "Upload a folder or zip", "local": "Folder on this computer"}
+SOURCES = {"sample": "Sample data", "upload": "Upload a folder or zip", "local": "Folder on this computer",
+           "webcam": "Webcam"}
 SOURCE = "data.source"  # widget keys of this page
 SAMPLE = "data.sample"
 LOCAL_PATH = "data.local_path"
@@ -150,6 +152,8 @@ def source_ui() -> str | None:
         return upload_ui()
     if source == "local":
         return local_ui()
+    if source == "webcam":
+        return webcam_ui()
     return None
 
 
@@ -185,21 +189,29 @@ def folder_choices_ui(folder: Path) -> None:
     options = layout_options(folder, st.session_state.get(LAYOUT_KEYS["label_file"], ""))
     if options.folders:
         left, right = st.columns(2)
-        for column, split, what in ((left, "val_folder", "Validation folder"), (right, "test_folder", "Test folder")):
-            column.selectbox(what, [RECOGNISED, *options.folders, NO_FOLDER], key=LAYOUT_KEYS[split],
-                             format_func=lambda name: {RECOGNISED: "as recognised", NO_FOLDER: "none"}.get(name, name),
-                             help="Which top-level folder holds these images. 'As recognised' reads folders named "
-                                  "val/valid/validation and test as they are named.")
+        for column, name, what in ((left, "val_folder", "Validation folder"), (right, "test_folder", "Test folder")):
+            choice_ui(column, what, name, options.folders,
+                      "Which top-level folder holds these images. 'As recognised' reads folders named val/, valid/, "
+                      "validation/ and test/ as what they are named.")
     if options.label_files:
-        st.selectbox("Label file", [RECOGNISED, *options.label_files], key=LAYOUT_KEYS["label_file"],
-                     format_func=lambda name: name or "as recognised",
-                     help="A CSV/TSV file with one row per image: its file name and its label.")
-        named = {RECOGNISED: "as recognised", NO_FOLDER: "none"}
-        for split, what in (("file_column", "File-name column"), ("label_column", "Label column"),
-                            ("split_column", "Split column (train/val/test)")):
-            extra = [NO_FOLDER] if split == "split_column" else []
-            st.selectbox(what, [RECOGNISED, *options.columns, *extra], key=LAYOUT_KEYS[split],
-                         format_func=lambda name: named.get(name, name))
+        choice_ui(st, "Label file", "label_file", options.label_files,
+                  "A CSV/TSV file with one row per image: its file name and its label.", none=False)
+        for name, what in (("file_column", "File-name column"), ("label_column", "Label column")):
+            choice_ui(st, what, name, options.columns, "The label file's column that holds this.", none=False)
+        choice_ui(st, "Split column (train/val/test)", "split_column", options.columns,
+                  "A column saying which images are for training, validation or the final test ('none': the "
+                  "workbench splits them).")
+
+
+def choice_ui(where, label: str, name: str, offered: list[str], help: str, none: bool = True) -> None:
+    """A layout choice among `offered`, plus 'as recognised' (and 'none'); a choice no longer offered (another label
+    file was picked) falls back to 'as recognised'."""
+    key = LAYOUT_KEYS[name]
+    options = [RECOGNISED, *offered, *([NO_FOLDER] if none else [])]
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = RECOGNISED
+    where.selectbox(label, options, key=key, help=help,
+                    format_func=lambda value: {RECOGNISED: "as recognised", NO_FOLDER: "none"}.get(value, value))
 
 
 def summary_ui(dataset: ImageDataset) -> None:

