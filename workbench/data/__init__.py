@@ -2,7 +2,8 @@
 cache, augmentation presets.
 
 `images` reads one file, `zips` checks and extracts zips, `layouts` and `labels` recognise how a dataset is laid out,
-`dataset` splits and reports, `uploads` keeps what a browser uploads.
+`dataset` splits and reports, `uploads` keeps what a browser uploads and `webcam` the pictures taken with the
+browser's camera.
 """
 
 from workbench.data.dataset import (
