@@ -112,12 +112,15 @@ class ProgressPrinter:
     def _show(self, desc: str, done: int, total: int, unit: str, rate: float | None, loss: float | None) -> None:
         if self.bar is None or self.bar.desc != self.prefix + desc:
             self._close_bar()
-            self.bar = tqdm(desc=self.prefix + desc, total=total, unit=unit, leave=True)
-        self.bar.n = done
+            # The first report comes after a chunk of work: counted as done before the bar's clock, not in no time.
+            self.bar = tqdm(desc=self.prefix + desc, total=total, unit=unit, leave=True, initial=done)
         postfix = {"img_s": f"{rate:.1f}"} if rate else {}
         if loss is not None:
             postfix["loss"] = f"{loss:.3f}"
-        self.bar.set_postfix(postfix, refresh=True)
+        self.bar.set_postfix(postfix, refresh=False)
+        # update() redraws at most every 0.1 s, with the rate over that time: reports that arrive together (a
+        # finished chunk of image checks) would otherwise show a rate of millions per second
+        self.bar.update(done - self.bar.n)
 
     def _close_bar(self) -> None:
         if self.bar is not None:

@@ -25,9 +25,9 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-# iPhone photos are HEIC; Pillow reads them through pillow-heif's plugin (AVIF it reads itself, since 11.2). The
-# plugin's draft() decodes an embedded thumbnail when one is big enough, as JPEG draft mode decodes at a reduced
-# scale: a truncated file still fails when opened, because libheif checks every item's extent against the file size.
+# iPhone photos are HEIC; Pillow reads them through pillow-heif's plugin (AVIF it reads itself, since 11.2.1). Its
+# draft() decodes an embedded thumbnail when one is big enough, as JPEG draft mode decodes at a reduced scale; a file
+# cut short still fails to open, because libheif checks the main image's extent against the file's size.
 pillow_heif.register_heif_opener()
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
@@ -116,20 +116,24 @@ def check_image_file(path: Path) -> tuple[str | None, str | None]:
     return None, hashlib.sha256(data).hexdigest()
 
 
-_CHUNK_FILES = 64  # files per task for a worker, and how often progress is reported
 _POOL_MIN_FILES = 1000  # below these, checking here is quicker than starting worker processes
 _POOL_MIN_BYTES = 32 * 2**20
+_MAX_WORKERS = 8  # the thread pool's cap before; only 2 cores have been measured
 
 
 def check_files(paths: Sequence[Path], progress: Callable[[int, int], None] | None = None
                 ) -> list[tuple[str | None, str | None]]:
-    """`check_image_file` of every path, in order, calling progress(done, total) after every few dozen files.
+    """`check_image_file` of every path, in order, calling progress(done, total) after each chunk of 8 to 256 files.
 
     Big folders are checked by one worker process per core (on Linux); small ones here, where that is quicker than
     starting workers. Raises DataError if a worker process dies (a decoder crash, or the machine out of memory)."""
-    chunks = [list(paths[i:i + _CHUNK_FILES]) for i in range(0, len(paths), _CHUNK_FILES)]
+    workers = _workers_for(paths)
+    # Handing a worker a chunk costs about a millisecond, so chunks are big (up to 256 files), and about 16 per
+    # worker, so that progress moves and the workers finish together.
+    size = max(8, min(256, len(paths) // (workers * 16)))
+    chunks = [list(paths[i:i + size]) for i in range(0, len(paths), size)]
     results: list[tuple[str | None, str | None]] = []
-    with _checking_pool(paths) as pool:
+    with _process_pool(workers) as pool:
         checked_chunks = pool.map(_check_chunk, chunks) if pool else map(_check_chunk, chunks)
         try:
             for checked in checked_chunks:
@@ -148,30 +152,36 @@ def _check_chunk(paths: list[Path]) -> list[tuple[str | None, str | None]]:
     return [check_image_file(path) for path in paths]
 
 
+def _workers_for(paths: Sequence[Path]) -> int:
+    """Worker processes to check `paths` with; 1: check them in this process.
+
+    Processes, not threads: most of a small image's check is Pillow parsing its header in Python, which holds the
+    GIL. On 20,000 small JPEGs two threads burnt 1.5x the CPU of one and took longer (bench/bench_scan.py). Only on
+    Linux, where workers are forked: they start at once with this module loaded, where spawned ones (macOS, Windows)
+    would each import torch first."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if cores < 2 or sys.platform != "linux":
+        return 1
+    if len(paths) < _POOL_MIN_FILES:
+        size = 0
+        for path in paths:
+            with suppress(OSError):  # a missing file is reported by its check
+                size += path.stat().st_size
+        if size < _POOL_MIN_BYTES:
+            return 1
+    return min(cores, _MAX_WORKERS)
+
+
 @contextmanager
-def _checking_pool(paths: Sequence[Path]) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes for a big folder, or None. Not threads: most of a small image's check is Pillow parsing its
-    header in Python, which holds the GIL (threads measured 0.9 CPU-seconds per second on 2 cores, bench_scan.py).
-    Workers are forked, so they start at once with this module loaded; spawning them would import torch in each."""
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if workers < 2 or sys.platform != "linux" or not _worth_a_pool(paths):
+def _process_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    if workers < 2:
         yield None
         return
-    pool = ProcessPoolExecutor(min(workers, 8), mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     try:
         yield pool
     finally:
-        pool.shutdown(cancel_futures=True)  # on an error, leave the unstarted chunks unchecked
-
-
-def _worth_a_pool(paths: Sequence[Path]) -> bool:
-    if len(paths) >= _POOL_MIN_FILES:
-        return True
-    size = 0
-    for path in paths:
-        with suppress(OSError):  # a missing file is reported by its check
-            size += path.stat().st_size
-    return size >= _POOL_MIN_BYTES
+        pool.shutdown(cancel_futures=True)  # after an error, the chunks not yet started are dropped
 
 
 def _decode(source: Path | IO[bytes], draft_size: tuple[int, int] | None) -> Image.Image:
