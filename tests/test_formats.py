@@ -133,3 +133,16 @@ def test_a_worker_process_that_dies_is_reported_in_plain_words(tmp_path, pool_fr
     monkeypatch.setattr(images_module, "check_image_file", lambda path: os._exit(1))  # as a decoder crash would
     with pytest.raises(DataError, match="worker process ended abruptly"):
         check_files(paths)
+
+
+def test_the_generated_script_reads_heic_through_the_same_plugin(tmp_path):
+    from workbench.data import DataSpec
+    from workbench.deploy.codegen import HEIF_CODE, data_plan
+
+    assert data_plan(DataSpec(str(phone_folder(tmp_path / "phone")))).has_heif
+    assert HEIF_CODE.startswith("pillow_heif.register_heif_opener()")
+    jpegs = tmp_path / "jpegs"
+    for name in ("cat", "dog"):
+        for i in range(2):
+            save(jpegs / name / f"{i}.jpg", (40 * i, 90, 200), "JPEG")
+    assert not data_plan(DataSpec(str(jpegs))).has_heif

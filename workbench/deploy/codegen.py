@@ -113,6 +113,9 @@ class DataPlan:
     """What the workbench recognised, in one plain sentence."""
     layout_skipped: frozenset[str]
     """Files left out for where they are (no label, outside a class folder...): the script leaves them out too."""
+    has_heif: bool = False
+    """Some images are HEIC/HEIF (iPhone photos): the script reads them through the pillow-heif plugin, as the
+    workbench does."""
 
 
 def data_plan(spec: DataSpec) -> DataPlan:
@@ -171,7 +174,8 @@ def _plan(folder: Path, spec: DataSpec) -> DataPlan:
         folders = top + tuple((layout.given[split].rstrip("/"), split) for split in SPLITS if split in layout.given)
     return DataPlan(layout.root.relative_to(folder).parts, dict(layout.given), folders, tables,
                     layout.sentence(spec.val_fraction, spec.test_fraction),
-                    frozenset(skipped.path for skipped in layout.skipped))
+                    frozenset(skipped.path for skipped in layout.skipped),
+                    any(c.path.suffix.lower() in HEIF_EXTENSIONS for c in layout.found))
 
 
 def _label_tables(root: Path, choice: LayoutChoice) -> tuple[LabelTable, ...]:
@@ -207,7 +211,7 @@ class Script:
         self.mixes_images = AUGMENTATIONS[self.config.augment].mixes_images and not self.code.head_on_features
 
     def text(self) -> str:
-        top = [self.header(), self.imports(), self.settings()]
+        top = [self.header(), self.imports(), *([HEIF_CODE] if self.plan.has_heif else []), self.settings()]
         parts = [
             DATA_CODE.substitute(extensions=json.dumps(sorted(IMAGE_EXTENSIONS)),
                                  ignored=json.dumps(sorted(IGNORED_NAMES))),
@@ -282,6 +286,8 @@ class Script:
             lines.append("import random")
         if self.plan.tables:
             lines += ["import csv", "from collections import defaultdict"]
+        if self.plan.has_heif:
+            lines.append("import pillow_heif")
         if self.is_zip:
             lines.append("import zipfile")
         if self.weights_kind() == "bundled":
@@ -579,6 +585,9 @@ def _py(value) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # The templates: plain Python, as it appears in the script
 
+
+HEIF_CODE = "pillow_heif.register_heif_opener()  # Pillow reads iPhone photos (HEIC) through this plugin"
+HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 
 DATA_CODE = Template('''
 # --- Data ---------------------------------------------------------------------------------------------------------
