@@ -102,13 +102,15 @@ def test_every_layout_is_read_as_meant(tmp_path, layout, how):
         assert split_names(ds.test) <= {"test"}
 
 
-def test_an_uploaded_folder_is_read_like_the_folder(tmp_path):
-    source = train_test(tmp_path / "mine")
-    files = [(f"mine/{p.relative_to(source).as_posix()}", p.read_bytes()) for p in source.rglob("*.jpg")]
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_an_uploaded_folder_is_read_like_the_folder(tmp_path, layout):
+    build, sentence, num_test = LAYOUTS[layout]
+    source = build(tmp_path / "mine")
+    files = [(f"mine/{p.relative_to(source).as_posix()}", p.read_bytes()) for p in source.rglob("*") if p.is_file()]
     saved = save_uploads(files, tmp_path / "uploads")
     ds = open_dataset(saved)
     assert ds.class_names == ["cats", "dogs", "owls"]
-    assert len(ds.test) == 6 and "test/ held out for the final test" in ds.report.layout
+    assert ds.report.layout == sentence and len(ds.test) == num_test
 
 
 def test_a_test_fraction_holds_out_a_share_of_each_class_and_is_seeded(tmp_path):
