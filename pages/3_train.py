@@ -24,6 +24,7 @@ from workbench.runs.registry import RunView, planned_config
 from workbench.strategies import Panel, get_strategy
 
 SAMPLE = "shapes"
+DEVICE = "train.device"
 # While a run trains, its panel redraws on a timer, and every chart redraw costs the browser and the server CPU that
 # training needs (on a 2-core laptop, charts redrawn every second slowed training by a quarter). So only the cheap
 # progress line polls; it redraws the page, charts included, when there is something new to plot: the first point,
@@ -69,11 +70,22 @@ def dataset_ui(quiet: bool) -> str | None:
     return None
 
 
+def device_ui() -> dict:
+    """Which GPU to train on, on a server with GPUs: the first free one (the default), a given one, or the CPU."""
+    gpus = get_registry().devices[1:]
+    if not gpus:
+        return {}
+    names = {"cuda": "the first free GPU", "cpu": "the CPU (slow)"}
+    device = st.selectbox("Train on", ["cuda", *gpus, "cpu"], key=DEVICE, format_func=lambda d: names.get(d, d),
+                          help="Each GPU trains one run at a time; runs on different GPUs train side by side.")
+    return {"device": device}
+
+
 def config_ui(dataset: str) -> RunConfig | None:
     """The run the choices describe, or None (with the reason shown) if they cannot run."""
     chosen = st.session_state.get(CHOICES) or {}  # none yet: RunConfig's defaults
     try:
-        config = RunConfig.from_dict({**chosen, **dataset_choices(), "data": dataset})
+        config = RunConfig.from_dict({**chosen, **dataset_choices(), **device_ui(), "data": dataset})
         planned_config(config)
     except ValueError as error:
         st.error(f"These choices cannot run: {error} Change them on the **Model & strategy** page.")
@@ -111,8 +123,13 @@ def start_run(config: RunConfig) -> None:
 
 def train_button_ui(config: RunConfig) -> None:
     """Start the run, or queue it behind the one training now."""
-    busy = bool(get_registry().live())
-    if busy:
+    registry = get_registry()
+    busy = bool(registry.live())
+    gpus = len(registry.devices) - 1
+    if gpus > 1:
+        st.caption(f"This server has {gpus} GPUs: runs train side by side, one per GPU, and a new run waits only "
+                   "when every GPU is busy.")
+    elif busy:
         st.caption("A run is training now: a new one waits in the queue until it is done (one run at a time).")
     st.button("Queue another run" if busy else "Train", key="train", type="secondary" if busy else "primary",
               on_click=start_run, args=(config,))
@@ -234,7 +251,7 @@ def status_panel(run_id: str, drawn: tuple[int, bool] | None) -> None:
     fraction, line = view.progress_bar()
     st.progress(fraction, text=line)
     if view.status not in ("stopped", "failed", "interrupted"):  # those get a box of their own below
-        st.caption(view.explanation())
+        st.caption(f"{view.explanation()} · Device: **{view.device}**")
     if view.live and not view.elsewhere:
         st.button("Stopping after this batch…" if view.stopping else "Stop", key="stop", disabled=view.stopping,
                   on_click=get_registry().stop, args=(view.id,),

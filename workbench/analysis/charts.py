@@ -144,7 +144,7 @@ def overlay_curves(records: dict[str, list[dict]], metric: str = "val_acc") -> g
 # Tables
 
 RUN_COLUMNS = ["strategy", "backbone", "status", "val accuracy", "test accuracy", "epochs", "image size",
-               "freeze depth", "trainable params", "time s", "images/s", "weight source", "dataset", "run id"]
+               "freeze depth", "trainable params", "time s", "images/s", "weight source", "device", "dataset", "run id"]
 BEST_IS_HIGHEST = {"val accuracy": True, "images/s": True, "time s": False}
 """The columns whose best value is highlighted. Never "test accuracy": runs are chosen on validation, and the test
 images stay an unbiased check of the run chosen."""
@@ -181,6 +181,7 @@ def _run_row(record: RunRecord, status: str) -> dict:
         "time s": summary.train_seconds,
         "images/s": summary.images_per_s,
         "weight source": weights.get("description", "not known yet"),
+        "device": summary.device or facts.get("device"),
         "dataset": Path(record.data).name if record.data else None,
         "status": status,
         "run id": record.id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ class RunConfig:
                                                   "'-': ignore)."))
     seed: int = field(default=0, **_help("Random seed for the split, init and batch order."))
     weights: str = field(default="auto", **_help("'auto' (best available), 'none' (random), or a weights file."))
-    device: str = field(default="auto", **_help("'auto', 'cpu' or 'cuda'."))
+    device: str = field(default="auto", **_help("'auto', 'cpu', 'cuda' (any GPU) or 'cuda:N' (GPU number N)."))
     weight_decay: float = field(default=0.01, **_help("AdamW weight decay (not applied to biases and norms)."))
     warmup_epochs: float = field(default=0.5, **_help("Linear LR warmup before the cosine decay, in epochs."))
     schedule: str = field(default="cosine", **_help(f"Learning-rate schedule: {', '.join(SCHEDULES)}."))
@@ -81,8 +82,8 @@ class RunConfig:
         if self.patience < 0:
             raise ValueError("--patience must be 0 or more.")
         strategy.check(self)
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be auto, cpu or cuda, got '{self.device}'.")
+        if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N (a GPU's number), got '{self.device}'.")
         if not strategy.pretrained and self.weights == "auto":
             self.weights = "none"
 
@@ -98,7 +99,7 @@ class RunConfig:
             "epochs": self.epochs or strategy.default_epochs,
             "lr": self.lr or strategy.default_lr,
             "image_size": image_size,
-            "device": device.type,
+            "device": str(device),  # "cuda:1" on the GPU it was given, so the record says which one
             "runs_dir": str(self.runs_path()),
             **strategy.resolve(self),
         })
@@ -112,9 +113,14 @@ class RunConfig:
         a GPU run still reads back on a machine without one."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is visible. Use --device auto or cpu.")
-        return torch.device(self.device)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device} was asked for but no CUDA GPU is visible. Use --device auto or "
+                             "cpu.")
+        device = torch.device(self.device)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {self.device}: this computer has {torch.cuda.device_count()} GPU(s), numbered "
+                             f"from 0. Use --device cuda to take any free one.")
+        return device
 
     def runs_path(self) -> Path:
         return Path(self.runs_dir or os.environ.get(RUNS_DIR_ENV) or "runs")

@@ -309,7 +309,7 @@ class Run:
             "feature_seconds": trainer.feature_seconds,
             "images_per_s": self._backbone_images_per_s(p, trainer),
             "peak_memory_mb": round(peak_memory_mb(device), 1),
-            "device": device.type,
+            "device": str(device),
             **p.objective.summary(final, trainer),
         }
         try:

@@ -14,6 +14,9 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+import torch
 
 from workbench import runs
 from workbench.engine import TERMINAL, Run
@@ -38,44 +41,85 @@ def race_budget(config: RunConfig) -> RunConfig:
     return planned_config(dataclasses.replace(config, strategy=RACE_BUDGET_STRATEGY))
 
 
-class RunRegistry:
-    """Thread-safe home of this server's runs. `submit` returns at once; one worker thread per device trains the
-    queued runs one after another (it exits when its queue is empty and is restarted by the next submit)."""
+CPU = "cpu"
+ANY_GPU = "cuda"  # the queue of runs that take whichever GPU is free first
 
-    def __init__(self, runs_dir: str | Path | None = None):
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as torch names them: "cuda:0", "cuda:1", …"""
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+class RunRegistry:
+    """Thread-safe home of this server's runs. `submit` returns at once; one worker thread per device (the CPU and
+    each GPU) trains the queued runs one after another, so N GPUs train N runs at once and a CPU run never waits
+    behind a GPU run. A run for "any GPU" goes to the first GPU that is free; a run for "cuda:N" waits for that GPU.
+    Workers exit when there is nothing left for them and are restarted by the next submit.
+
+    `gpus` replaces the GPUs torch sees (tests fake several GPUs here, at the registry's boundary); `backend` runs a
+    placed run (default: in the worker thread itself; `workbench.runs.cluster.RayBackend` sends it to a Ray cluster).
+    """
+
+    def __init__(self, runs_dir: str | Path | None = None, gpus: list[str] | None = None,
+                 backend: Backend | None = None):
         self._runs_dir = Path(runs_dir) if runs_dir is not None else None
+        self._gpus = list(gpus) if gpus is not None else visible_gpus()
+        self.backend = backend or LocalBackend()
         self._lock = threading.Lock()
         self._runs: dict[str, Run] = {}  # in submission order
-        self._queues: dict[str, deque[Run]] = {}
-        self._workers: dict[str, threading.Thread] = {}
-        self._current: dict[str, Run] = {}
+        self._queues: dict[str, deque[Run]] = {}  # "cpu", "cuda" (any GPU) or "cuda:N" (that GPU) -> waiting runs
+        self._workers: dict[str, threading.Thread] = {}  # device -> its worker
+        self._current: dict[str, Run] = {}  # device -> the run it trains now
 
     @property
     def runs_dir(self) -> Path:
         """Where this registry's runs are recorded (read when asked, so tests can point it elsewhere)."""
         return self._runs_dir or Path(os.environ.get(RUNS_DIR_ENV) or "runs")
 
+    @property
+    def devices(self) -> list[str]:
+        """Where this registry trains: the CPU, then each GPU ("cuda:0", …), each with a queue of its own."""
+        return [CPU, *self._gpus]
+
     # -- starting and stopping ------------------------------------------------------------------------------------
     def submit(self, config: RunConfig) -> Run:
-        """Queue a run on its device; it starts when the runs queued before it are done."""
+        """Queue a run on its device; it starts when that device (for "auto" or "cuda": the first free GPU) is done
+        with the runs queued before it. Raises ValueError for a device this computer does not have."""
         if config.runs_dir is None:
             config = dataclasses.replace(config, runs_dir=str(self.runs_dir))
+        queue = self._queue_for(config.device)
         run = Run(config)
-        device = config.torch_device().type
         with self._lock:
             self._runs[run.id] = run
-            self._queues.setdefault(device, deque()).append(run)
-            if device not in self._workers:
-                worker = threading.Thread(target=self._work, args=(device,), name=f"runs-{device}", daemon=True)
-                self._workers[device] = worker
-                worker.start()
+            self._queues.setdefault(queue, deque()).append(run)
+            for device in self._serving(queue):
+                if device not in self._workers:
+                    worker = threading.Thread(target=self._work, args=(device,), name=f"runs-{device}", daemon=True)
+                    self._workers[device] = worker
+                    worker.start()
             self._forget_old_runs()
         return run
+
+    def _queue_for(self, device: str) -> str:
+        if device == CPU or (device == "auto" and not self._gpus):
+            return CPU
+        if not self._gpus:
+            raise ValueError(f"--device {device} was asked for but no CUDA GPU is visible. Use --device auto or cpu.")
+        if device in ("auto", ANY_GPU):
+            return ANY_GPU
+        if device not in self._gpus:
+            raise ValueError(f"--device {device}: this computer's GPUs are {', '.join(self._gpus)}. Use --device cuda "
+                             "to take the first free one.")
+        return device
+
+    def _serving(self, queue: str) -> list[str]:
+        """The devices whose workers take runs from `queue`."""
+        return list(self._gpus) if queue == ANY_GPU else [queue]
 
     def race(self, config: RunConfig, strategies: list[str]) -> list[Run]:
         """Queue one run per strategy on the same data, backbone, seed, epochs and image size. Epochs and image size
         are the config's, or what the 'full' strategy would get; each strategy keeps its own learning rate unless
-        the config sets one."""
+        the config sets one. With several GPUs the runs train at once, one per free GPU."""
         budget = race_budget(config)
         # 'scratch' turns weights 'auto' into 'none'; the pretrained strategies of the race need it back.
         weights = "auto" if config.weights == "none" else config.weights
@@ -97,25 +141,33 @@ class RunRegistry:
             run = self._runs.get(run_id)
             if run is None or run.done:
                 return
-            queue = self._queues.get(run.config.torch_device().type, deque())
-            if run in queue:
+            queue = next((q for q in self._queues.values() if run in q), None)
+            if queue is not None:
                 queue.remove(run)
                 run.cancel()
                 return
-        run.stop()
+        self.backend.stop(run)
+
+    def _next_for(self, device: str) -> Run | None:
+        """The next run `device` trains: one queued for it by name first, then one for any GPU."""
+        for queue in (device, ANY_GPU) if device != CPU else (CPU,):
+            if self._queues.get(queue):
+                return self._queues[queue].popleft()
+        return None
 
     def _work(self, device: str) -> None:
         while True:
             with self._lock:
-                queue = self._queues.get(device)
-                if not queue:
+                run = self._next_for(device)
+                if run is None:
                     del self._workers[device]
                     self._current.pop(device, None)
                     return
-                run = queue.popleft()
                 self._current[device] = run
+                if run.config.device != device:  # placed: "auto" or "cuda" becomes the device that trains it
+                    run.config = dataclasses.replace(run.config, device=device)
             try:
-                run.run()  # reports failures in the run's status; anything else is a bug, logged below
+                self.backend.execute(run)  # reports failures in the run's status; anything else is a bug
             except Exception:  # noqa: BLE001 - one broken run must not stall the runs queued behind it
                 traceback.print_exc()
 
@@ -143,6 +195,11 @@ class RunRegistry:
         with self._lock:
             return next((run for run in self._current.values() if not run.done), None)
 
+    def training(self) -> dict[str, Run]:
+        """device -> the run it trains now."""
+        with self._lock:
+            return {device: run for device, run in self._current.items() if not run.done}
+
     def latest(self) -> Run | None:
         """The most recently submitted run."""
         with self._lock:
@@ -151,11 +208,12 @@ class RunRegistry:
     def queue_position(self, run_id: str) -> int | None:
         """How many runs will train before this queued one (the one training now included); None if not queued."""
         with self._lock:
-            for device, queue in self._queues.items():
+            for name, queue in self._queues.items():
                 ids = [run.id for run in queue]
                 if run_id in ids:
-                    busy = device in self._current and not self._current[device].done
-                    return ids.index(run_id) + int(busy)
+                    serving = self._serving(name)
+                    all_busy = all(d in self._current and not self._current[d].done for d in serving)
+                    return ids.index(run_id) + int(all_busy)
         return None
 
     def view(self, run_id: str) -> RunView | None:
@@ -178,6 +236,25 @@ class RunRegistry:
     def statuses(self) -> dict[str, str]:
         """run id -> status, for the runs in memory (queued and preparing runs have nothing on disk yet)."""
         return {run.id: run.status for run in self.runs()}
+
+
+class Backend(Protocol):
+    """Where a placed run trains: `execute` trains it to the end (its status says how it ended), `stop` asks it to
+    stop after its current batch."""
+
+    def execute(self, run: Run) -> None: ...
+
+    def stop(self, run: Run) -> None: ...
+
+
+class LocalBackend:
+    """Trains in the registry's worker thread, in this process."""
+
+    def execute(self, run: Run) -> None:
+        run.run()
+
+    def stop(self, run: Run) -> None:
+        run.stop()
 
 
 def latest_confusion_matrix(summary: runs.RunSummary | None, metrics: list[dict]) -> list[list[int]] | None:
@@ -276,6 +353,13 @@ class RunView:
     @property
     def class_names(self) -> list[str]:
         return self.facts.get("class_names") or (self.summary.class_names if self.summary else None) or []
+
+    @property
+    def device(self) -> str:
+        """Where it trains or trained ("cpu", "cuda:1"), or where it will while it waits ("the first free GPU")."""
+        device = (self.summary.device if self.summary else None) or (self.config.device if self.config else None) \
+            or self.facts.get("device") or "auto"
+        return {"auto": "the first free device", ANY_GPU: "the first free GPU"}.get(device, device)
 
     @property
     def kept_epoch(self) -> int | None:
