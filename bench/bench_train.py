@@ -297,17 +297,22 @@ def accuracy(model: torch.nn.Module, loader: DataLoader) -> float:
     return round(correct / len(loader.dataset), 5)
 
 
-def plain_fine_tune(args: argparse.Namespace) -> dict:
-    torch.manual_seed(SEED)
-    split = engine_split(args)
-    model, cfg = plain_model(args, len(split.class_names))
-    train_transform = transforms.Compose([
-        transforms.RandomResizedCrop(args.image_size, scale=(0.5, 1.0)),  # the engine's "light" preset
+def train_transform(cfg: dict, image_size: int) -> transforms.Compose:
+    """The plain loop's training transform: torchvision's take on the engine's "light" preset."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size, scale=(0.5, 1.0)),
         transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
         transforms.Normalize(cfg["mean"], cfg["std"]),
     ])
-    train_set, val_set = split_folders(split, train_transform, eval_transform(cfg, args.image_size))
+
+
+def plain_fine_tune(args: argparse.Namespace) -> dict:
+    torch.manual_seed(SEED)
+    split = engine_split(args)
+    model, cfg = plain_model(args, len(split.class_names))
+    train_set, val_set = split_folders(split, train_transform(cfg, args.image_size),
+                                       eval_transform(cfg, args.image_size))
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.plain_workers)
     optimizer = torch.optim.AdamW(model.parameters(), lr=get_strategy("full").default_lr, weight_decay=0.01)
     images, seconds, batch_rates, cpu = [], [], [], 0.0

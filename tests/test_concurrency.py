@@ -48,13 +48,21 @@ def compile_like_a_server(monkeypatch):
     monkeypatch.setattr(ScriptCache, "get_bytecode", locked)
 
 
+# AppTest swaps a stand-in Streamlit Runtime in and out of a process-wide slot around each script run, so two AppTest
+# runs at the same moment can pull it from under each other ("Runtime hasn't been created!"): in a real server each
+# session has the one runtime. The users' threads still race each other to the registry; their page runs take turns.
+APPTEST_TURN = threading.Lock()
+
+
 def _user_clicks_train(data: str) -> AppTest:
     """One browser session: open the Train page with its choices and press Train."""
     at = AppTest.from_file(TRAIN_PAGE, default_timeout=120)
     at.session_state[DATASET] = data
     at.session_state[CHOICES] = LONG
-    at.run()
-    at.button(key="train").click().run()
+    with APPTEST_TURN:
+        at.run()
+    with APPTEST_TURN:
+        at.button(key="train").click().run()
     assert not at.exception, at.exception
     return at
 
