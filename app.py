@@ -1,6 +1,11 @@
-"""Transfer Learning Workbench: `streamlit run app.py`. Pages only collect choices and draw what the library reports."""
+"""Transfer Learning Workbench: `streamlit run app.py`. Pages only collect choices and draw what the library reports.
+
+On a classroom server ($WORKBENCH_CLASSROOM names the teacher's classroom.toml) each browser signs in first.
+"""
 
 import streamlit as st
+
+from ui_common import mode_sidebar, signed_in
 
 st.set_page_config(page_title="Transfer Learning Workbench", page_icon="🧠", layout="wide")
 
@@ -20,4 +25,7 @@ pages = {
         st.Page("pages/8_few_shot.py", title="8 · Few-shot", icon="🎯", url_path="few-shot"),
     ],
 }
+if signed_in() is None:  # a classroom server: nothing but the sign-in form until an access code is accepted
+    st.stop()
+mode_sidebar()
 st.navigation(pages).run()

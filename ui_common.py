@@ -14,7 +14,8 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from workbench.analysis import charts, choices
-from workbench.data import IMAGE_EXTENSIONS
+from workbench.core.classroom import ME, AccessError, Person, ServerMode, server_mode
+from workbench.data import IMAGE_EXTENSIONS, uploads
 from workbench.engine.config import RunConfig
 from workbench.models.trained import Predictor
 from workbench.runs.records import RunRecord
@@ -29,8 +30,73 @@ DATASET = "dataset"  # str: path of the chosen dataset folder or zip
 CHOICES = "choices"  # dict: RunConfig fields chosen on the Model page (everything but `data`)
 DATA_CHOICES = "data.choices"  # dict: RunConfig fields chosen on the Data page (test share, layout choices)
 RUN_ID = "run_id"  # str: the run the Train page shows (mirrored in the URL as ?run=...)
+PERSON = "person"  # Person: who signed in on this browser (classroom mode)
 
 IMAGE_TYPES = sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)  # what a picture uploader accepts
+
+
+@st.cache_resource
+def serving() -> ServerMode:
+    """This server's mode, read once from $WORKBENCH_CLASSROOM (a broken classroom file stops the app, loudly)."""
+    return server_mode()
+
+
+def person() -> Person:
+    """Who uses this browser: on a personal server, its one user; in a classroom, whoever signed in."""
+    return st.session_state[PERSON] if serving().classroom else ME
+
+
+def signed_in() -> Person | None:
+    """The person on this browser; in classroom mode, the sign-in form until their code is accepted (None)."""
+    mode = serving()
+    if not mode.classroom:
+        return ME
+    if st.session_state.get(PERSON) is not None:
+        return st.session_state[PERSON]
+    known = st.user.get("is_logged_in") and mode.person_named(str(st.user.get("email") or st.user.get("name") or ""))
+    if known:  # an identity provider (st.login, configured in secrets.toml) vouched for a class member
+        st.session_state[PERSON] = known
+        return known
+    st.title("Transfer Learning Workbench")
+    if identity_provider():
+        st.button("Sign in with your school account", on_click=st.login, type="primary")
+    with st.form("sign_in"):
+        st.markdown("This workbench is shared by a class. Sign in with the access code your teacher gave you.")
+        code = st.text_input("Access code", type="password", key="sign_in.code")
+        if st.form_submit_button("Sign in", type="primary"):
+            try:
+                st.session_state[PERSON] = mode.sign_in(code)
+                st.rerun()
+            except AccessError as e:
+                st.error(str(e))
+    return None
+
+
+def uploads_dir() -> Path:
+    """Where this browser's uploads go: the uploads folder, or in a classroom the person's own folder in it."""
+    root = uploads.uploads_root()
+    return root / person().name if serving().classroom else root
+
+
+def identity_provider() -> bool:
+    """Whether secrets.toml configures an identity provider for `st.login`."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # noqa: BLE001 - no secrets file at all: Streamlit raises its own not-found error
+        return False
+
+
+def mode_sidebar() -> None:
+    """Who is signed in, and what this server's mode allows."""
+    mode, me = serving(), person()
+    with st.sidebar:
+        if mode.classroom:
+            st.markdown(f"Signed in as **{me.name}** ({me.role})")
+            if st.button("Sign out", key="sign_out"):
+                st.session_state.clear()
+                st.rerun()
+        for line in mode.describe():
+            st.caption(line)
 
 
 def dataset_choices() -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from workbench.data.uploads import uploads_root
+from ui_common import uploads_dir
 from workbench.data.webcam import (
     GOOD_SHOTS_PER_CLASS,
     MAX_CLASS_NAME_LENGTH,
@@ -101,12 +101,12 @@ def use_ui(shots: WebcamDataset) -> str | None:
     if st.button("Use these pictures", type="primary", icon=":material/check:", key="data.webcam.use") and not saved:
         try:
             with st.spinner("Saving the pictures…"):
-                folder = shots.save(uploads_root())
+                folder = shots.save(uploads_dir())
         except WebcamError as e:
             st.error(str(e))
             return None
         except OSError as e:
-            st.error(f"The pictures could not be saved under '{uploads_root()}': {e}. Check that the folder can be "
+            st.error(f"The pictures could not be saved under '{uploads_dir()}': {e}. Check that the folder can be "
                      "written to and the disk has free space, then click again.")
             return None
         saved = st.session_state[SAVED] = {"revision": shots.revision, "path": str(folder)}

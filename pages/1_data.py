@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui_common import DATA_CHOICES, DATASET, SAMPLE_DATASETS
+from ui_common import DATA_CHOICES, DATASET, SAMPLE_DATASETS, serving, uploads_dir
 from ui_webcam import webcam_ui
 from workbench.analysis.model_views import class_counts_figure, thumbnails
+from workbench.core.classroom import AccessError, inside_roots
 from workbench.data import (
     IMAGE_EXTENSIONS,
     NO_FOLDER,
@@ -121,8 +122,8 @@ def saved_upload(signature: tuple, save: Callable[[Path], str | Path]) -> str | 
     if signature not in saved:
         try:
             with st.spinner("Saving the upload…"):
-                saved[signature] = str(save(uploads.uploads_root()))
-        except (uploads.UploadError, DataError) as e:
+                saved[signature] = str(save(uploads_dir()))
+        except (uploads.UploadError, DataError, AccessError) as e:
             st.error(str(e))
             return None
     return saved[signature]
@@ -134,6 +135,12 @@ def local_ui() -> str | None:
                          placeholder="/home/me/photos/birds",
                          help="The folder must hold one subfolder per class, optionally inside train/ and val/.")
     path = path.strip()
+    if path and serving().classroom:
+        try:  # a classroom server reads only the folders the teacher opened
+            inside_roots(path, serving().data_roots)
+        except AccessError as e:
+            st.error(str(e))
+            return None
     if path.lower().endswith(".zip") and Path(path).expanduser().is_file():
         # Unpacked once, like an uploaded zip, so its layout can be chosen below.
         return saved_upload(("local zip", path, Path(path).expanduser().stat().st_mtime_ns),
