@@ -27,6 +27,7 @@ from workbench.engine import Event, Run, find_lr
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import BackboneError, list_backbones
 from workbench.models.trained import Predictor, describe
+from workbench.runs.cluster import RayBackend
 from workbench.runs.jobs import Reporter
 from workbench.runs.records import load_run
 from workbench.runs.registry import RunRegistry
@@ -242,23 +243,30 @@ def _report_many(runs_done: list[Run], args: argparse.Namespace, title: str) -> 
     return 0 if all(run.status == "finished" for run in runs_done) else 1
 
 
+def registry_for(args: argparse.Namespace, config: RunConfig) -> RunRegistry:
+    """The registry of a race or sweep: on the Ray cluster at --ray-address if given (else $WORKBENCH_RAY_ADDRESS's,
+    if set), else on this computer."""
+    return RunRegistry(config.runs_path(), backend=RayBackend(args.ray_address) if args.ray_address else None)
+
+
 def cmd_race(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    registry = RunRegistry(config.runs_path())
+    registry = registry_for(args, config)
     runs_started = registry.race(config, [s.strip() for s in args.strategies.split(",") if s.strip()])
     for run in runs_started:
         run.subscribe(ProgressPrinter(prefix=f"[{run.config.strategy}] "))
     _wait_for(runs_started, registry)
     first = runs_started[0].config
+    where = f"the Ray cluster at {registry.backend.address}" if isinstance(registry.backend, RayBackend) else \
+        f"{os.cpu_count()} CPU cores{', CUDA' if torch.cuda.is_available() else ''}"
     title = (f"Strategy race on `{Path(first.data).name}` with `{first.backbone}`, {time.strftime('%Y-%m-%d')}, "
-             f"{os.cpu_count()} CPU cores, torch {torch.__version__}"
-             f"{', CUDA' if torch.cuda.is_available() else ''}")
+             f"{where}, torch {torch.__version__}")
     return _report_many(runs_started, args, title)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    registry = RunRegistry(config.runs_path())
+    registry = registry_for(args, config)
     depths = [int(d) for d in args.depths.split(",")] if args.depths else None
     runs_started = registry.freeze_sweep(config, depths)
     for run in runs_started:
@@ -425,6 +433,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+RAY_ADDRESS_HELP = ("train the runs on the Ray cluster whose head is at this address (host:6379), side by side; "
+                    "every node must see the runs folder and the data at the same path")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Transfer Learning Workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -442,11 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     race.add_argument("--strategies", default="linear_probe,partial,full,gradual,discriminative,l2sp,scratch",
                       help="comma-separated strategy names")
     race.add_argument("--markdown", help="also write the result table to this markdown file")
+    race.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     race.set_defaults(func=cmd_race)
     sweep = sub.add_parser("sweep", help="partial fine-tuning at every freeze depth: accuracy and time vs depth")
     add_config_arguments(sweep)
     sweep.add_argument("--depths", help="comma-separated freeze depths (default: every depth)")
     sweep.add_argument("--markdown", help="also write the result table to this markdown file")
+    sweep.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     sweep.set_defaults(func=cmd_sweep)
     backbones = sub.add_parser("backbones", help="which backbones have pretrained weights here, and from where")
     backbones.add_argument("query", nargs="?", default="", help="filter names (substring or glob)")

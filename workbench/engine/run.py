@@ -117,7 +117,9 @@ class Run:
         return finished
 
     def _emit(self, kind: str, **data) -> None:
-        event = Event(kind, data)
+        self._publish(Event(kind, data))
+
+    def _publish(self, event: Event) -> None:
         with self._lock:
             self._events.append(event)
         for listener in self._listeners:
@@ -151,6 +153,38 @@ class Run:
             raise RuntimeError(f"Run {self.id} has already started ({self.status}): use stop().")
         self._stop.set()
         self._finish_without_record("stopped", "Stopped before it started.")
+
+    # -- trained elsewhere: a twin of this run trains in another process (`workbench.runs.cluster`) ------------
+    def replay(self, event: Event, status: str, phase: str) -> None:
+        """Take in an event the run's twin emitted in another process: apply the state change the event stands for,
+        set the twin's `status` and `phase` as they were right after it, and pass the event on to this run's
+        listeners, so this run reads exactly as if it had trained here. A terminal event ends this run."""
+        data = event.data
+        if event.kind == "health":
+            self.health = data["report"]
+        elif event.kind == "started":
+            self.info = data["info"]
+        elif event.kind == "progress":
+            self.progress = dict(data)
+        elif event.kind == "batch":
+            self.progress = dict(data)
+            self.batches.append(dict(data))
+        elif event.kind == "epoch_end":
+            self.metrics.append(data["metrics"])
+        elif event.kind in TERMINAL:
+            self.summary = data.get("summary")  # None when the twin ended before writing a record
+            self.error, self.hint = data.get("error"), data.get("hint")
+        self.status, self.phase = status, phase
+        self._publish(event)
+        if event.kind in TERMINAL:
+            self._done.set()
+
+    def end_lost(self, error: str, hint: str | None, summary: dict | None) -> None:
+        """End the run as failed because its twin in another process was lost (the machine training it died), with
+        the summary the caller recorded for it (None when nothing of it was on disk)."""
+        self.status, self.error, self.hint, self.phase, self.summary = "failed", error, hint, "failed", summary
+        self._emit("failed", summary=summary, error=error, hint=hint)
+        self._done.set()
 
     def _check_stop(self) -> None:
         if self._stop.is_set():

@@ -22,6 +22,7 @@ from workbench import runs
 from workbench.engine import TERMINAL, Run
 from workbench.engine.config import RUNS_DIR_ENV, RunConfig
 from workbench.models.backbones import backbone_info, check_backbone_name, model_groups
+from workbench.runs.cluster import ADDRESS_ENV, CPUS_ENV, RayBackend
 
 LIVE = ("queued", "preparing", "running")
 ELSEWHERE = "training in another process"  # the phase of a run that is live on disk but not in this registry
@@ -43,6 +44,7 @@ def race_budget(config: RunConfig) -> RunConfig:
 
 CPU = "cpu"
 ANY_GPU = "cuda"  # the queue of runs that take whichever GPU is free first
+CLUSTER = "ray"  # the one queue of a backend with slots (a Ray cluster); its slots are the devices "ray:0", "ray:1", …
 
 
 def visible_gpus() -> list[str]:
@@ -57,17 +59,19 @@ class RunRegistry:
     Workers exit when there is nothing left for them and are restarted by the next submit.
 
     `gpus` replaces the GPUs torch sees (tests fake several GPUs here, at the registry's boundary); `backend` runs a
-    placed run (default: in the worker thread itself; `workbench.runs.cluster.RayBackend` sends it to a Ray cluster).
+    placed run (default: `backend_from_env()`, else in the worker thread itself). A backend with `slots` (a Ray
+    cluster) gets every run in one queue, trained up to `slots` at once; each run keeps its device as chosen, for the
+    node that trains it to resolve.
     """
 
     def __init__(self, runs_dir: str | Path | None = None, gpus: list[str] | None = None,
                  backend: Backend | None = None):
         self._runs_dir = Path(runs_dir) if runs_dir is not None else None
         self._gpus = list(gpus) if gpus is not None else visible_gpus()
-        self.backend = backend or LocalBackend()
+        self.backend = backend or backend_from_env() or LocalBackend()
         self._lock = threading.Lock()
         self._runs: dict[str, Run] = {}  # in submission order
-        self._queues: dict[str, deque[Run]] = {}  # "cpu", "cuda" (any GPU) or "cuda:N" (that GPU) -> waiting runs
+        self._queues: dict[str, deque[Run]] = {}  # "cpu", "cuda" (any GPU), "cuda:N" (that GPU), "ray" -> waiting runs
         self._workers: dict[str, threading.Thread] = {}  # device -> its worker
         self._current: dict[str, Run] = {}  # device -> the run it trains now
 
@@ -88,11 +92,12 @@ class RunRegistry:
         if config.runs_dir is None:
             config = dataclasses.replace(config, runs_dir=str(self.runs_dir))
         queue = self._queue_for(config.device)
+        serving = self._serving(queue)  # outside the lock: a cluster may take a moment to say how big it is
         run = Run(config)
         with self._lock:
             self._runs[run.id] = run
             self._queues.setdefault(queue, deque()).append(run)
-            for device in self._serving(queue):
+            for device in serving:
                 if device not in self._workers:
                     worker = threading.Thread(target=self._work, args=(device,), name=f"runs-{device}", daemon=True)
                     self._workers[device] = worker
@@ -101,6 +106,8 @@ class RunRegistry:
         return run
 
     def _queue_for(self, device: str) -> str:
+        if self._slots() is not None:
+            return CLUSTER
         if device == CPU or (device == "auto" and not self._gpus):
             return CPU
         if not self._gpus:
@@ -114,7 +121,13 @@ class RunRegistry:
 
     def _serving(self, queue: str) -> list[str]:
         """The devices whose workers take runs from `queue`."""
+        if queue == CLUSTER:
+            return [f"{CLUSTER}:{i}" for i in range(self._slots() or 1)]
         return list(self._gpus) if queue == ANY_GPU else [queue]
+
+    def _slots(self) -> int | None:
+        """How many runs the backend trains at once, if it says (a cluster); None: one per device of this computer."""
+        return getattr(self.backend, "slots", None)
 
     def race(self, config: RunConfig, strategies: list[str]) -> list[Run]:
         """Queue one run per strategy on the same data, backbone, seed, epochs and image size. Epochs and image size
@@ -150,7 +163,11 @@ class RunRegistry:
 
     def _next_for(self, device: str) -> Run | None:
         """The next run `device` trains: one queued for it by name first, then one for any GPU."""
-        for queue in (device, ANY_GPU) if device != CPU else (CPU,):
+        if device.startswith(f"{CLUSTER}:"):
+            queues: tuple[str, ...] = (CLUSTER,)
+        else:
+            queues = (device, ANY_GPU) if device != CPU else (CPU,)
+        for queue in queues:
             if self._queues.get(queue):
                 return self._queues[queue].popleft()
         return None
@@ -164,7 +181,8 @@ class RunRegistry:
                     self._current.pop(device, None)
                     return
                 self._current[device] = run
-                if run.config.device != device:  # placed: "auto" or "cuda" becomes the device that trains it
+                if run.config.device != device and not device.startswith(f"{CLUSTER}:"):
+                    # placed: "auto" or "cuda" becomes the device that trains it (a cluster's node resolves it there)
                     run.config = dataclasses.replace(run.config, device=device)
             try:
                 self.backend.execute(run)  # reports failures in the run's status; anything else is a bug
@@ -207,11 +225,12 @@ class RunRegistry:
 
     def queue_position(self, run_id: str) -> int | None:
         """How many runs will train before this queued one (the one training now included); None if not queued."""
+        serving_of = {name: self._serving(name) for name in list(self._queues)}  # outside the lock, as in submit
         with self._lock:
             for name, queue in self._queues.items():
                 ids = [run.id for run in queue]
                 if run_id in ids:
-                    serving = self._serving(name)
+                    serving = serving_of.get(name) or []
                     all_busy = all(d in self._current and not self._current[d].done for d in serving)
                     return ids.index(run_id) + int(all_busy)
         return None
@@ -240,15 +259,34 @@ class RunRegistry:
 
 class Backend(Protocol):
     """Where a placed run trains: `execute` trains it to the end (its status says how it ended), `stop` asks it to
-    stop after its current batch."""
+    stop after its current batch. `slots`, when not None, is how many runs it trains at once (a cluster): the
+    registry then keeps one queue for every run and trains up to that many side by side."""
+
+    slots: int | None
 
     def execute(self, run: Run) -> None: ...
 
     def stop(self, run: Run) -> None: ...
 
 
+def backend_from_env() -> Backend | None:
+    """A RayBackend for the cluster named in $WORKBENCH_RAY_ADDRESS ("host:6379"), each run asking for
+    $WORKBENCH_RAY_CPUS_PER_RUN CPUs (default 1); None when no address is set."""
+    address = os.environ.get(ADDRESS_ENV, "").strip()
+    if not address:
+        return None
+    cpus = os.environ.get(CPUS_ENV, "").strip() or "1"
+    try:
+        num_cpus = float(cpus)
+    except ValueError:
+        raise ValueError(f"${CPUS_ENV} must be a number of CPUs such as 4, not '{cpus}'.") from None
+    return RayBackend(address, num_cpus=num_cpus)
+
+
 class LocalBackend:
     """Trains in the registry's worker thread, in this process."""
+
+    slots = None  # one run at a time per device of this computer
 
     def execute(self, run: Run) -> None:
         run.run()
