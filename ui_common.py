@@ -18,6 +18,7 @@ from workbench.core.classroom import ME, AccessError, Person, ServerMode, server
 from workbench.data import IMAGE_EXTENSIONS, uploads
 from workbench.engine.config import RunConfig
 from workbench.models.trained import Predictor
+from workbench.runs import access
 from workbench.runs.records import RunRecord
 from workbench.runs.registry import RunRegistry
 from workbench.strategies import Alert, Figure, Panel, Strategy, Table, get_strategy
@@ -106,8 +107,9 @@ def dataset_choices() -> dict:
 
 @st.cache_resource
 def get_registry() -> RunRegistry:
-    """One registry per server process, shared by every session and thread-safe."""
-    return RunRegistry()
+    """One registry per server process, shared by every session and thread-safe; on a classroom server, with the
+    class's per-person limits."""
+    return RunRegistry(limits=serving().limits)
 
 
 def attached_run_id() -> str | None:
@@ -116,7 +118,9 @@ def attached_run_id() -> str | None:
     registry = get_registry()
     run_id = st.query_params.get("run") or st.session_state.get(RUN_ID)
     if run_id is None:
-        live = registry.current() or next(iter(registry.live()), None)
+        me = person()  # a classroom student is attached only to a run they may see
+        candidates = [registry.current(), *registry.live()]  # the run training now first, then the newest queued
+        live = next((run for run in candidates if run and access.visible(me, run.owner, run.dir)), None)
         run_id = live.id if live else None
     if run_id is not None:
         st.session_state[RUN_ID] = run_id
@@ -132,7 +136,7 @@ def forget_run() -> None:
 
 def runs_with_model() -> list[RunRecord]:
     """Every run that has ended with a usable model (imported ones included), newest first."""
-    return [record for record in get_registry().records() if record.has_model]
+    return [record for record in get_registry().records(person()) if record.has_model]
 
 
 def model_stamp(record: RunRecord) -> float:
@@ -231,7 +235,7 @@ def option_ui(widget: choices.OptionWidget, column, class_names: list[str] | Non
 
 def run_ui(widget: choices.OptionWidget, column, class_names: list[str] | None) -> str:
     """A finished run with a model on the same classes, the most accurate first."""
-    candidates = choices.option_runs(get_registry().records(), class_names) if class_names else []
+    candidates = choices.option_runs(get_registry().records(person()), class_names) if class_names else []
     if not candidates:
         column.warning("No finished run with a saved model on these classes yet. Train one first on the **Train** "
                        "page, then come back.")

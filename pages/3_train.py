@@ -4,6 +4,9 @@ as ?run=...)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
 import streamlit as st
 
 from ui_common import (
@@ -16,8 +19,10 @@ from ui_common import (
     draw_panels,
     forget_run,
     get_registry,
+    person,
 )
 from workbench.analysis import charts, choices, run_notes
+from workbench.core.classroom import AccessError
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import hub_reachable, model_groups, weights_availability
 from workbench.runs.registry import RunView, planned_config
@@ -25,6 +30,7 @@ from workbench.strategies import Panel, get_strategy
 
 SAMPLE = "shapes"
 DEVICE = "train.device"
+REFUSED = "train.refused"  # why the last Train click was refused (a classroom limit)
 # While a run trains, its panel redraws on a timer, and every chart redraw costs the browser and the server CPU that
 # training needs (on a 2-core laptop, charts redrawn every second slowed training by a quarter). So only the cheap
 # progress line polls; it redraws the page, charts included, when there is something new to plot: the first point,
@@ -32,6 +38,10 @@ DEVICE = "train.device"
 STATUS_REFRESH_SECONDS = 3.0
 FIRST_POINT_REFRESH_SECONDS = 1.0
 MID_EPOCH_CHART_REFRESH_SECONDS = 30.0
+# A class watching one run redraws its charts together: every session at each new epoch, within one status refresh of
+# each other. Building the three figures was most of what a watcher cost the server (30 watchers slowed training to
+# half speed on 2 cores), so while a run trains its figures are built once and shared for this long.
+SHARED_FIGURES_SECONDS = STATUS_REFRESH_SECONDS
 # With the page polling, Streamlit's animated "Running..." badge and the progress bar's easing would repaint the page
 # every few seconds; in headless Chromium that alone cost about 4% of a core. The page shows the run's own status, so
 # while a run is live the badge is hidden and the bar jumps instead of gliding.
@@ -115,14 +125,21 @@ def plan_ui(config: RunConfig) -> None:
 
 
 def start_run(config: RunConfig) -> None:
-    """Submit the run and attach this page to it (a button callback: it runs before the page is drawn)."""
-    run = get_registry().submit(config)
+    """Submit the run and attach this page to it (a button callback: it runs before the page is drawn). A limit
+    reached is kept to be shown on the page."""
+    try:
+        run = get_registry().submit(config, person())
+    except AccessError as error:
+        st.session_state[REFUSED] = str(error)
+        return
     st.session_state[RUN_ID] = run.id
     st.query_params["run"] = run.id
 
 
 def train_button_ui(config: RunConfig) -> None:
     """Start the run, or queue it behind the one training now."""
+    if st.session_state.get(REFUSED):
+        st.error(st.session_state.pop(REFUSED))
     registry = get_registry()
     busy = bool(registry.live())
     gpus = len(registry.devices) - 1
@@ -156,30 +173,55 @@ def chart_config(view: RunView) -> dict | None:
     return LIVE_CHART_CONFIG if view.live else None
 
 
+@dataclass(frozen=True)
+class RunFigures:
+    """The charts of a run: its loss and accuracy curves, its latest validation confusion matrix and its learning
+    rate (None while the run has nothing for them yet)."""
+
+    curves: go.Figure
+    validation: go.Figure | None
+    lr: go.Figure | None
+
+
+def run_figures(view: RunView) -> RunFigures:
+    planned = view.config.epochs if view.config else None
+    matrix = view.confusion_matrix
+    when = "saved model" if view.summary else f"epoch {len(view.metrics)}"
+    return RunFigures(
+        curves=charts.training_curves(view.metrics, view.batches, planned),
+        validation=charts.confusion_figure(matrix, view.class_names, f"Validation confusion matrix, {when}")
+        if matrix else None,
+        lr=charts.lr_curve(view.batches, planned) if view.batches else None)
+
+
+@st.cache_resource(show_spinner=False, ttl=SHARED_FIGURES_SECONDS, max_entries=16)
+def shared_live_figures(run_id: str, epochs: int, _view: RunView) -> RunFigures:
+    """The figures of a live run at `epochs` finished epochs, built once for every session that draws them within
+    SHARED_FIGURES_SECONDS (their batches are those of the first session's view; a new epoch is a new entry)."""
+    return run_figures(_view)
+
+
 def curves_ui(view: RunView) -> None:
     if not view.metrics and not view.batches:
         st.caption("The curves appear after the first batch.")
         return
-    planned = view.config.epochs if view.config else None
+    figures = shared_live_figures(view.id, len(view.metrics), view) if view.live else run_figures(view)
     config = chart_config(view)
-    st.plotly_chart(charts.training_curves(view.metrics, view.batches, planned), key="curves", config=config)
+    st.plotly_chart(figures.curves, key="curves", config=config)
     left, right = st.columns([3, 2])
     with left:
-        matrices_ui(view, config)
+        matrices_ui(view, figures.validation, config)
     with right:
-        if view.batches:
-            st.plotly_chart(charts.lr_curve(view.batches, planned), key="lr", config=config)
+        if figures.lr is not None:
+            st.plotly_chart(figures.lr, key="lr", config=config)
 
 
-def matrices_ui(view: RunView, config: dict | None) -> None:
+def matrices_ui(view: RunView, validation: go.Figure | None, config: dict | None) -> None:
     """The validation confusion matrix (the latest epoch's while training), and once the run has been tested the
     held-out test set's beside it, in tabs."""
-    matrix = view.confusion_matrix
-    if not matrix:
+    if validation is None:
         st.caption("The confusion matrix appears after the first epoch.")
         return
-    when = "saved model" if view.summary else f"epoch {len(view.metrics)}"
-    validation = charts.confusion_figure(matrix, view.class_names, f"Validation confusion matrix, {when}")
     test_matrix = view.summary.test_confusion_matrix if view.summary else None
     if not test_matrix:
         st.plotly_chart(validation, key="confusion", config=config)
@@ -240,9 +282,10 @@ def per_class_ui(view: RunView) -> None:
 def status_panel(run_id: str, drawn: tuple[int, bool] | None) -> None:
     """Where the run is and its Stop button. While the run is live this redraws every few seconds, and redraws the
     whole page when the charts, drawn at `drawn` (epochs, any point), have something new to show."""
-    view = get_registry().view(run_id)
+    view = get_registry().view(run_id, person())
     if view is None:
-        st.warning(f"Run `{run_id}` is not here any more.")
+        st.warning(f"There is no run `{run_id}` that you can open: it was deleted, or it is not yours (and not "
+                   "shared with you).")
         forget_run()
         return
     if drawn is not None and (view.terminal or chart_progress(view) != drawn):
@@ -254,13 +297,13 @@ def status_panel(run_id: str, drawn: tuple[int, bool] | None) -> None:
         st.caption(f"{view.explanation()} · Device: **{view.device}**")
     if view.live and not view.elsewhere:
         st.button("Stopping after this batch…" if view.stopping else "Stop", key="stop", disabled=view.stopping,
-                  on_click=get_registry().stop, args=(view.id,),
+                  on_click=get_registry().stop, args=(view.id, person()),
                   help="Stops between two batches and keeps what the model has learned so far.")
 
 
 def charts_panel(run_id: str) -> None:
     """The run's curves, confusion matrix and strategy-specific views."""
-    view = get_registry().view(run_id)
+    view = get_registry().view(run_id, person())
     if view is None:
         return
     curves_ui(view)
@@ -294,7 +337,7 @@ def panels_ui(view: RunView) -> None:
 
 
 def show_run(run_id: str) -> None:
-    view = get_registry().view(run_id)
+    view = get_registry().view(run_id, person())
     live = view is not None and view.live
     drawn = chart_progress(view) if live else None
     if live:

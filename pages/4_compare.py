@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui_common import CHOICES, DATASET, dataset_choices, get_registry
+from ui_common import CHOICES, DATASET, dataset_choices, get_registry, person
 from workbench.analysis import charts
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import model_groups
@@ -62,7 +62,7 @@ def race_ui() -> None:
         started = st.form_submit_button("Start the race", type="primary")
     if started and strategies:
         race = dataclasses.replace(config, epochs=int(epochs), image_size=int(image_size))
-        runs = get_registry().race(race, strategies)
+        runs = get_registry().race(race, strategies, person())
         st.session_state[PICKED] = [run.id for run in runs]  # the table above is drawn after this, live
     elif started:
         st.warning("Pick at least one strategy.")
@@ -89,7 +89,7 @@ def sweep_ui() -> None:
         started = st.form_submit_button("Run the sweep", type="primary")
     if started and depths:
         sweep = dataclasses.replace(config, epochs=int(epochs), image_size=budget.image_size)
-        runs = get_registry().freeze_sweep(sweep, sorted(depths))
+        runs = get_registry().freeze_sweep(sweep, sorted(depths), person())
         st.session_state[PICKED] = [run.id for run in runs]
 
 
@@ -166,7 +166,7 @@ def runs_panel(live: bool) -> None:
     registry = get_registry()
     if live and not registry.live():
         st.rerun()  # everything finished: redraw once as a whole page, without the timer
-    records = registry.records()
+    records = registry.records(person())
     if not records:
         st.info("No runs yet. Train one on the **Train** page, or start a strategy race below.")
         return

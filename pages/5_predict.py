@@ -8,11 +8,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui_common import IMAGE_TYPES, get_registry, loaded_model, model_stamp, pick_run, runs_with_model
+from ui_common import IMAGE_TYPES, get_registry, loaded_model, model_stamp, person, pick_run, runs_with_model
 from workbench.data import DataError
 from workbench.deploy.codegen import CodegenError, script_for_run
 from workbench.deploy.export import CopyCheck, ExportError, cached_export, existing_export, import_upload, read_report
 from workbench.models.trained import Predictor
+from workbench.runs import access
 from workbench.runs.records import RunRecord
 
 PICKED = "predict_run"  # session key: the run id chosen on this page
@@ -92,13 +93,16 @@ def export_ui(record: RunRecord) -> None:
     st.subheader("Take the model with you")
     st.caption("One zip with the trained weights, a small `predict.py` that runs anywhere with Python (torch, timm, "
                "pillow and safetensors), a README, and TorchScript and ONNX copies of the model for other tools.")
+    if not access.can_change(person(), record):
+        st.caption(f"Only {access.owner_of(record) or 'its owner'} or the teacher can export this run.")
+        return
     path = existing_export(record.dir)
     if path is None:
         if not st.button("Prepare the download", key="export", type="primary"):
             return
         with st.spinner("Packing the model and checking its TorchScript and ONNX copies on the validation pictures "
                         "(ONNX can take a minute for a large model)…"):
-            path = cached_export(record.dir)
+            path = cached_export(record.dir, person())
     for copy in read_report(path).copies:
         copy_check_ui(copy)
     st.download_button("Download the model (.zip)", data=path.read_bytes(), file_name=f"{record.id}.zip",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui_common import get_registry, pick_run
+from ui_common import get_registry, person, pick_run
 from workbench.analysis import charts
 from workbench.deploy.compress import (
     COMPRESSED_DIR,
@@ -35,7 +35,7 @@ def job_board() -> dict[str, Job]:
 
 def compressible_runs() -> list[RunRecord]:
     """Runs that ended with a saved model and a dataset to measure on, newest first."""
-    return [r for r in get_registry().records() if r.has_model and r.data]
+    return [r for r in get_registry().records(person()) if r.has_model and r.data]
 
 
 def run_ui(records: list[RunRecord]) -> RunRecord | None:

@@ -4,17 +4,23 @@ and each person's limits; each refusal's message asserted."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from workbench.core.classroom import CLASSROOM_ENV, ME, AccessError, Limits, Person, inside_roots, server_mode
+from workbench.deploy.export import export_zip
+from workbench.engine.config import RunConfig
 from workbench.runs import access
 from workbench.runs.records import RunRecord
+from workbench.runs.registry import RunRegistry
 
 from .conftest import REPO, SHAPES
+from .test_faults import FAST, copy_tiny_shapes
 
 TEACHER, ADA, BOB = Person("teacher", "teacher"), Person("ada"), Person("bob")
 
@@ -148,3 +154,75 @@ def test_a_classroom_server_asks_for_a_code_and_says_what_it_allows(monkeypatch,
     at.text_input(key="data.local_path").set_value("/etc").run()
     assert "'/etc' is outside the folders this class may read" in at.error[0].value
     serving.clear()
+
+
+# --- the rule in the registry and on the pages --------------------------------------------------------------------
+
+
+def tiny_config(tmp_path: Path, **changes) -> RunConfig:
+    data = tmp_path / "shapes"
+    if not data.exists():
+        copy_tiny_shapes(data)
+    return RunConfig(**{**FAST, "data": str(data), **changes})
+
+
+def test_a_student_cannot_see_stop_delete_or_export_another_students_run(tmp_path, runs_dir):
+    registry = RunRegistry(runs_dir, gpus=[])
+    run = registry.submit(tiny_config(tmp_path), ADA)
+    assert run.wait(120) and run.status == "finished", run.error
+    assert json.loads((run.dir / "config.json").read_text())["owner"] == "ada"
+    assert registry.view(run.id, ADA) is not None and [r.id for r in registry.records(ADA)] == [run.id]
+    assert registry.view(run.id, BOB) is None and registry.records(BOB) == []
+    with pytest.raises(AccessError, match=f"There is no run '{run.id}' that you can open"):
+        registry.delete(run.id, BOB)
+    with pytest.raises(AccessError, match=f"There is no run '{run.id}' that you can open"):
+        export_zip(run.dir, tmp_path / "x.zip", BOB)
+    registry.share(run.id, TEACHER)
+    assert registry.view(run.id, BOB) is not None  # shared: bob may look, not change
+    with pytest.raises(AccessError, match=f"Only ada or the teacher may delete run '{run.id}'"):
+        registry.delete(run.id, BOB)
+    registry.delete(run.id, TEACHER)
+    assert not run.dir.exists() and registry.view(run.id, TEACHER) is None
+
+
+def test_a_run_past_the_queue_limit_is_refused_and_stop_is_the_owners(tmp_path, runs_dir):
+    registry = RunRegistry(runs_dir, gpus=[], limits=Limits(queued_runs=1))
+    long = registry.submit(tiny_config(tmp_path, epochs=200), ADA)
+    with pytest.raises(AccessError, match="You have 1 runs queued or training, the most this class allows"):
+        registry.submit(tiny_config(tmp_path), ADA)
+    with pytest.raises(AccessError, match=f"There is no run '{long.id}' that you can open"):
+        registry.stop(long.id, BOB)
+    registry.submit(tiny_config(tmp_path), TEACHER).wait(0)  # the teacher has no limit
+    registry.stop(long.id, ADA)
+    assert long.wait(120) and long.status == "stopped"
+    for run in registry.runs():
+        registry.stop(run.id)
+        run.wait(120)
+
+
+def test_a_run_that_would_not_fit_the_disk_is_refused_before_it_starts(tmp_path, runs_dir, monkeypatch):
+    from workbench.engine import run as run_module
+
+    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 2**20))
+    run = RunRegistry(runs_dir, gpus=[]).submit(tiny_config(tmp_path), ADA)
+    assert run.wait(120) and run.status == "failed"
+    assert "has 1 MB free, and this run needs about" in run.error and not run.dir.exists()
+
+
+def test_a_student_opening_another_students_run_by_url_sees_nothing_of_it(tmp_path, runs_dir, monkeypatch):
+    from ui_common import PERSON, get_registry, serving
+
+    monkeypatch.setenv(CLASSROOM_ENV, str(classroom_file(tmp_path, [tmp_path])))
+    serving.clear()
+    get_registry.clear()
+    run = get_registry().submit(tiny_config(tmp_path), ADA)
+    assert run.wait(120) and run.status == "finished", run.error
+    at = AppTest.from_file(str(REPO / "pages" / "3_train.py"), default_timeout=60)
+    at.session_state[PERSON] = serving().sign_in("birch-3")
+    at.query_params["run"] = run.id
+    at.run()
+    assert not at.exception
+    assert f"There is no run `{run.id}` that you can open" in at.warning[0].value
+    assert not at.get("plotly_chart") and not at.metric
+    serving.clear()
+    get_registry.clear()

@@ -26,8 +26,8 @@ class StandInRun:
 
     made: list[StandInRun] = []
 
-    def __init__(self, config: RunConfig):
-        self.config = config
+    def __init__(self, config: RunConfig, owner: str | None = None):
+        self.config, self.owner = config, owner
         self.id = f"run-{len(self.made)}"
         self.dir = config.runs_path() / self.id
         self.status, self.phase, self.metrics, self.summary = "queued", "waiting to start", [], None

@@ -5,12 +5,15 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from ui_common import CHOICES, DATASET, RUN_ID, get_registry
+from workbench.analysis import charts
 from workbench.engine.config import RUNS_DIR_ENV, RunConfig
+from workbench.runs.registry import RunView
 
 from .conftest import REPO, SHAPES
 
@@ -165,6 +168,46 @@ def test_a_new_session_attaches_to_the_live_run_and_stop_stops_it(runs_dir):
     assert not at.exception
     assert any("Stopped" in w.value for w in at.warning)
     assert run.summary["status"] == "stopped" and run.summary["val_accuracy"] is not None
+
+
+def _live_view(run_dir: Path, epochs_done: int) -> RunView:
+    """A run in its epoch `epochs_done + 1` of 10, as the registry shows it (nothing trains: the test moves it on)."""
+    names = ["circle", "cross", "square", "star", "triangle"]
+    diagonal = [[2 if i == j else 0 for j in range(5)] for i in range(5)]
+    metrics = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "train_acc": 0.5, "val_acc": 0.5,
+                "confusion_matrix": diagonal} for e in range(1, epochs_done + 1)]
+    batches = [{"epoch": e, "step": 3 * e + b, "batch": b, "batches": 3, "loss": 1.0, "lr": 1e-3, "images_per_s": 50.0,
+                "seconds_left": 10.0, "phase": "training"} for e in range(1, epochs_done + 2) for b in (1, 2, 3)][:-2]
+    return RunView(id=run_dir.name, status="running", phase="training",
+                   config=RunConfig(data=str(SHAPES), **{**TINY, "epochs": 10}), facts={"class_names": names},
+                   metrics=metrics, batches=batches, progress=dict(batches[-1]), summary=None, health=None,
+                   error=None, hint=None, dir=run_dir)
+
+
+def _watching(run_id: str) -> AppTest:
+    at = _page(TRAIN_PAGE, dataset=None)
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_a_class_watching_a_live_run_shares_its_charts_until_the_next_epoch(tmp_path, monkeypatch):
+    """Every session on a live run redraws its charts at each new epoch: the figures are built once for all of
+    them (30 students each building them slowed the training to half speed), and the next epoch is drawn anew."""
+    view = _live_view(tmp_path / "runs" / "watched-run", epochs_done=2)
+    monkeypatch.setattr(get_registry(), "view", lambda run_id, viewer=None: view if run_id == view.id else None)
+    built = []
+    curves = charts.training_curves
+    monkeypatch.setattr(charts, "training_curves", lambda *args: built.append(args) or curves(*args))
+    first, second = _watching(view.id), _watching(view.id)
+    assert len(built) == 1
+    assert _charts(first) == _charts(second)
+    assert "Validation confusion matrix, epoch 2" in [spec["layout"]["title"]["text"] for spec in _charts(second)]
+    view.metrics.append({**view.metrics[-1], "epoch": 3})
+    third = _watching(view.id)
+    assert len(built) == 2
+    assert "Validation confusion matrix, epoch 3" in [spec["layout"]["title"]["text"] for spec in _charts(third)]
 
 
 def test_a_failed_run_says_why_and_what_to_try(runs_dir):

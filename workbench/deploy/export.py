@@ -29,9 +29,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
 from workbench import runs
+from workbench.core.classroom import ME, Person
 from workbench.data import RESIZE_METHOD, DataError, check_zip
 from workbench.models.backbones import BackboneError, check_backbone_name
 from workbench.models.trained import Predictor, resize_size
+from workbench.runs import access
 from workbench.runs.records import validation_images
 
 if TYPE_CHECKING:
@@ -129,11 +131,13 @@ class ModelCopy:
 # Export
 
 
-def export_zip(run_dir: str | Path, dest: str | Path) -> Path:
-    """Write the run's model as a self-contained zip at `dest` (replaced whole, never left half-written)."""
+def export_zip(run_dir: str | Path, dest: str | Path, viewer: Person = ME) -> Path:
+    """Write the run's model as a self-contained zip at `dest` (replaced whole, never left half-written).
+    AccessError unless `viewer` may export the run (the teacher, or whoever started it)."""
     run_dir, dest = Path(run_dir), Path(dest)
-    predictor = Predictor.from_run(run_dir)
     record = runs.load_run(run_dir)
+    access.require_change(viewer, record, "export")
+    predictor = Predictor.from_run(run_dir)
     made = [torchscript_copy(predictor), onnx_copy(predictor)]
     report = ExportReport(run_dir.name, *check_copies(predictor, run_dir, made))
     members = {
@@ -166,9 +170,12 @@ def existing_export(run_dir: str | Path) -> Path | None:
     return dest
 
 
-def cached_export(run_dir: str | Path) -> Path:
-    """The run's export kept in its directory: built now unless an up-to-date one is already there."""
-    return existing_export(run_dir) or export_zip(run_dir, Path(run_dir) / EXPORT_FILE)
+def cached_export(run_dir: str | Path, viewer: Person = ME) -> Path:
+    """The run's export kept in its directory: built now unless an up-to-date one is already there. AccessError
+    unless `viewer` may export the run."""
+    if viewer is not ME:  # a personal server's one user may export anything
+        access.require_change(viewer, runs.load_run(run_dir), "export")
+    return existing_export(run_dir) or export_zip(run_dir, Path(run_dir) / EXPORT_FILE, viewer)
 
 
 def read_report(zip_path: str | Path) -> ExportReport:

@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +55,21 @@ class Prepared:
     objective: Objective  # the strategy's additions to the loop (the base Objective adds nothing)
 
 
+RECORD_BYTES = 16 << 20  # a run's record beside its weights: metrics, batches, health, summary (generous)
+
+
+def check_disk_room(runs_dir: Path, model: torch.nn.Module) -> None:
+    """ValueError, before anything is written, when the disk holding `runs_dir` cannot take the run: its weights
+    twice (a checkpoint is written beside the last one, then replaces it) and its record."""
+    need = 2 * sum(t.numel() * t.element_size() for t in model.state_dict().values()) + RECORD_BYTES
+    folder = next(p for p in (runs_dir.absolute(), *runs_dir.absolute().parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise ValueError(f"The disk holding {runs_dir} has {free / 2**20:.0f} MB free, and this run needs about "
+                         f"{need / 2**20:.0f} MB (its model, a checkpoint and its record). Delete runs you no longer "
+                         "need (Compare page) or free some space, then start it again.")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -71,8 +87,9 @@ class Run:
     `events_since(i)`, `metrics`, `progress` and `status`, which are safe to read from any thread.
     """
 
-    def __init__(self, config: RunConfig, run_id: str | None = None):
+    def __init__(self, config: RunConfig, run_id: str | None = None, owner: str | None = None):
         self.config = config
+        self.owner = owner  # who started it, on a classroom server (config.json's "owner")
         self.id = run_id or runfolder.new_run_id(config.strategy, config.backbone)
         self.dir = config.runs_path() / self.id
         self.status = "queued"
@@ -228,6 +245,7 @@ class Run:
         self._set_phase("loading the backbone")
         weights = "none" if not strategy.pretrained else config.weights
         model, source = create_backbone(config.backbone, len(dataset.class_names), weights)
+        check_disk_room(config.runs_path(), model)
         groups = layer_groups(model)
         strategy.check_groups(groups, config)
         strategy.prepare_model(model, groups, config)
@@ -260,7 +278,8 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         runfolder.mark_live(self.dir)
         runfolder.write_json(self.dir / runfolder.HEALTH_FILE, self.health or {})
-        record = {**p.config.to_dict(), **self.info, "created": self.created}
+        record = {**p.config.to_dict(), **self.info, "created": self.created,
+                  **({"owner": self.owner} if self.owner else {})}
         runfolder.write_json(self.dir / runfolder.CONFIG_FILE, record)
 
     def model_info(self, p: Prepared) -> dict:

@@ -31,7 +31,12 @@ def is_shared(record: RunRecord) -> bool:
 
 
 def can_see(person: Person, record: RunRecord) -> bool:
-    return person.is_teacher or owner_of(record) == person.name or is_shared(record)
+    return visible(person, owner_of(record), record.dir)
+
+
+def visible(person: Person, owner: str | None, run_dir: Path) -> bool:
+    """`can_see` from the two facts it needs (cheap enough for every poll of a live run)."""
+    return person.is_teacher or owner == person.name or (Path(run_dir) / SHARED_FILE).exists()
 
 
 def can_change(person: Person, record: RunRecord) -> bool:
@@ -49,10 +54,17 @@ def require_visible(person: Person, record: RunRecord | None, run_id: str) -> Ru
 
 def require_change(person: Person, record: RunRecord, action: str) -> None:
     """AccessError unless this person may `action` (stop, delete, export) the run."""
-    require_visible(person, record, record.id)
-    if not can_change(person, record):
-        raise AccessError(f"Only {owner_of(record) or 'its owner'} or the teacher may {ACTIONS[action]} run "
-                          f"'{record.id}'. You can look at it, and start a run of your own with the same choices.")
+    check_change(person, owner_of(record), record.dir, record.id, action)
+
+
+def check_change(person: Person, owner: str | None, run_dir: Path, run_id: str, action: str) -> None:
+    """`require_change` from the facts it needs (a live run in memory has no record yet)."""
+    if not visible(person, owner, run_dir):
+        raise AccessError(f"There is no run '{run_id}' that you can open. Runs you started, and runs your teacher "
+                          "shared, are listed on the Compare page.")
+    if not (person.is_teacher or owner == person.name):
+        raise AccessError(f"Only {owner or 'its owner'} or the teacher may {ACTIONS[action]} run '{run_id}'. You can "
+                          "look at it, and start a run of your own with the same choices.")
 
 
 def share(person: Person, run_dir: Path, shared: bool = True) -> None:
@@ -82,10 +94,11 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def disk_used(person: Person, runs: list[RunRecord], uploads_dir: Path) -> int:
-    """Bytes of this person's run folders and uploads."""
+def disk_used(person: Person, runs: list[RunRecord], uploads_dir: Path | None = None) -> int:
+    """Bytes of this person's run folders (and of their uploads, if `uploads_dir` is given)."""
     mine = [r.dir for r in runs if owner_of(r) == person.name and r.dir.is_dir()]
-    return sum(folder_bytes(d) for d in mine) + (folder_bytes(uploads_dir) if Path(uploads_dir).is_dir() else 0)
+    uploads = folder_bytes(uploads_dir) if uploads_dir is not None and Path(uploads_dir).is_dir() else 0
+    return sum(folder_bytes(d) for d in mine) + uploads
 
 
 def check_submit(person: Person, limits: Limits, live_runs_of_person: int) -> None:

@@ -194,7 +194,8 @@ class RayBackend:
             raise ClusterError(f"the run's folder {run.dir} cannot be made here ({error.strerror}).") from error
         values = _config_for_node(run)
         shared = [str(run.dir.resolve()), *([values["data"]] if Path(values["data"]).exists() else [])]
-        return _ray_task().options(**options).remote(values, run.id, channel, self.contact_timeout_s, shared)
+        return _ray_task().options(**options).remote(values, run.id, channel, self.contact_timeout_s, shared,
+                                                     run.owner)
 
     def _follow(self, run: Run, channel: Any, task: Any) -> None:
         """Replay the node's events into `run` until the task ends; raise when it failed or its node fell silent."""
@@ -366,7 +367,8 @@ def _channel_class() -> type:
     return Channel
 
 
-def _train_on_node(values: dict, run_id: str, channel: Any, contact_timeout_s: float, shared: list[str]) -> dict:
+def _train_on_node(values: dict, run_id: str, channel: Any, contact_timeout_s: float, shared: list[str],
+                   owner: str | None = None) -> dict:
     """The Ray task: rebuild the run from its config on this node and train it, writing its folder (on the shared
     storage) and streaming its events through `channel`. Returns how it ended; "missing": the paths of `shared` (the
     server's run folder and data) this node cannot see, when it trained nothing for that reason."""
@@ -378,7 +380,7 @@ def _train_on_node(values: dict, run_id: str, channel: Any, contact_timeout_s: f
     missing = [path for path in shared if not Path(path).exists()]
     if missing:  # training anyway would write a folder on this node's own disk that nobody else ever sees
         return {"status": "not started", "missing": missing, "host": where["host"]}
-    run = Run(RunConfig.from_dict(values), run_id=run_id)
+    run = Run(RunConfig.from_dict(values), run_id=run_id, owner=owner)
     with _Streamer(run, channel, contact_timeout_s):
         run.run()
     return {"status": run.status}

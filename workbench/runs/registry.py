@@ -19,9 +19,11 @@ from typing import Protocol
 import torch
 
 from workbench import runs
+from workbench.core.classroom import ME, Limits, Person
 from workbench.engine import TERMINAL, Run
 from workbench.engine.config import RUNS_DIR_ENV, RunConfig
 from workbench.models.backbones import backbone_info, check_backbone_name, model_groups
+from workbench.runs import access
 from workbench.runs.cluster import ADDRESS_ENV, CPUS_ENV, RayBackend
 
 LIVE = ("queued", "preparing", "running")
@@ -65,8 +67,9 @@ class RunRegistry:
     """
 
     def __init__(self, runs_dir: str | Path | None = None, gpus: list[str] | None = None,
-                 backend: Backend | None = None):
+                 backend: Backend | None = None, limits: Limits | None = None):
         self._runs_dir = Path(runs_dir) if runs_dir is not None else None
+        self.limits = limits or Limits()  # a classroom's per-person limits (the teacher, and ME, have none)
         self._gpus = list(gpus) if gpus is not None else visible_gpus()
         self.backend = backend or backend_from_env() or LocalBackend()
         self._lock = threading.Lock()
@@ -86,14 +89,19 @@ class RunRegistry:
         return [CPU, *self._gpus]
 
     # -- starting and stopping ------------------------------------------------------------------------------------
-    def submit(self, config: RunConfig) -> Run:
+    def submit(self, config: RunConfig, owner: Person = ME) -> Run:
         """Queue a run on its device; it starts when that device (for "auto" or "cuda": the first free GPU) is done
-        with the runs queued before it. Raises ValueError for a device this computer does not have."""
+        with the runs queued before it. Raises ValueError for a device this computer does not have, AccessError when
+        `owner` already has as many runs queued or training as the class allows, or too little disk left."""
         if config.runs_dir is None:
             config = dataclasses.replace(config, runs_dir=str(self.runs_dir))
         queue = self._queue_for(config.device)
         serving = self._serving(queue)  # outside the lock: a cluster may take a moment to say how big it is
-        run = Run(config)
+        if owner is not ME:
+            access.check_submit(owner, self.limits, sum(r.owner == owner.name for r in self.live()))
+            access.check_disk(owner, self.limits, access.disk_used(owner, runs.list_runs(self.runs_dir)), 0,
+                              "Another run")
+        run = Run(config, owner=None if owner is ME else owner.name)
         with self._lock:
             self._runs[run.id] = run
             self._queues.setdefault(queue, deque()).append(run)
@@ -129,7 +137,7 @@ class RunRegistry:
         """How many runs the backend trains at once, if it says (a cluster); None: one per device of this computer."""
         return getattr(self.backend, "slots", None)
 
-    def race(self, config: RunConfig, strategies: list[str]) -> list[Run]:
+    def race(self, config: RunConfig, strategies: list[str], owner: Person = ME) -> list[Run]:
         """Queue one run per strategy on the same data, backbone, seed, epochs and image size. Epochs and image size
         are the config's, or what the 'full' strategy would get; each strategy keeps its own learning rate unless
         the config sets one. With several GPUs the runs train at once, one per free GPU."""
@@ -137,22 +145,28 @@ class RunRegistry:
         # 'scratch' turns weights 'auto' into 'none'; the pretrained strategies of the race need it back.
         weights = "auto" if config.weights == "none" else config.weights
         return [self.submit(dataclasses.replace(config, strategy=name, epochs=budget.epochs,
-                                                image_size=budget.image_size, weights=weights))
+                                                image_size=budget.image_size, weights=weights), owner)
                 for name in strategies]
 
-    def freeze_sweep(self, config: RunConfig, depths: list[int] | None = None) -> list[Run]:
+    def freeze_sweep(self, config: RunConfig, depths: list[int] | None = None, owner: Person = ME) -> list[Run]:
         """Queue `partial` at each freeze depth (default: every depth the backbone has), same budget for all: the
         runs behind the "how much to freeze" plot of accuracy and time against depth."""
         if depths is None:
             check_backbone_name(config.backbone)
             depths = list(range(len(model_groups(config.backbone, 2))))
-        return [self.submit(dataclasses.replace(config, strategy="partial", freeze_depth=depth)) for depth in depths]
+        return [self.submit(dataclasses.replace(config, strategy="partial", freeze_depth=depth), owner)
+                for depth in depths]
 
-    def stop(self, run_id: str) -> None:
-        """Stop a run: a running one after its current batch (keeping what it learned), a queued one at once."""
+    def stop(self, run_id: str, viewer: Person = ME) -> None:
+        """Stop a run: a running one after its current batch (keeping what it learned), a queued one at once.
+        AccessError unless `viewer` may stop it (the teacher, or whoever started it)."""
         with self._lock:
             run = self._runs.get(run_id)
             if run is None or run.done:
+                return
+        access.check_change(viewer, run.owner, run.dir, run.id, "stop")
+        with self._lock:
+            if run.done:
                 return
             queue = next((q for q in self._queues.values() if run in q), None)
             if queue is not None:
@@ -235,22 +249,44 @@ class RunRegistry:
                     return ids.index(run_id) + int(all_busy)
         return None
 
-    def view(self, run_id: str) -> RunView | None:
-        """The run from memory if it is there, else from its record on disk; None if it is in neither."""
+    def view(self, run_id: str, viewer: Person = ME) -> RunView | None:
+        """The run from memory if it is there, else from its record on disk; None if it is in neither, or if
+        `viewer` may not see it (the same answer, so nobody can probe for other people's run ids)."""
         run = self.get(run_id)
         if run is not None:
+            if not access.visible(viewer, run.owner, run.dir):
+                return None
             return RunView.of_run(run, self.queue_position(run_id))
         run_dir = runs.run_folder(self.runs_dir, run_id)  # the id may come from a URL: never a path
         if run_dir is None or not (run_dir / runs.CONFIG_FILE).exists():
             return None
-        return RunView.of_record(runs.load_run(run_dir))
+        record = runs.load_run(run_dir)
+        return RunView.of_record(record) if access.can_see(viewer, record) else None
 
-    def records(self) -> list[runs.RunRecord]:
-        """Every run, newest first: those on disk, plus the live ones not written yet (queued or preparing)."""
+    def records(self, viewer: Person = ME) -> list[runs.RunRecord]:
+        """Every run `viewer` may see, newest first: those on disk, plus the live ones not written yet (queued or
+        preparing)."""
         on_disk = runs.list_runs(self.runs_dir)
         known = {record.id for record in on_disk}
         fresh = [_record_of(run) for run in self.runs() if run.id not in known and run.status in LIVE]
-        return sorted(fresh + on_disk, key=lambda record: record.id, reverse=True)
+        mine = [record for record in fresh + on_disk if access.can_see(viewer, record)]
+        return sorted(mine, key=lambda record: record.id, reverse=True)
+
+    def delete(self, run_id: str, viewer: Person = ME) -> None:
+        """Delete an ended run's folder (AccessError unless `viewer` may: the teacher, or whoever started it)."""
+        run_dir = runs.run_folder(self.runs_dir, run_id)
+        record = runs.load_run(run_dir) if run_dir is not None and (run_dir / runs.CONFIG_FILE).exists() else None
+        access.require_visible(viewer, record, run_id)
+        access.delete_run(viewer, run_dir)
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def share(self, run_id: str, viewer: Person, shared: bool = True) -> None:
+        """The teacher shares a run with the class, or stops sharing it."""
+        run_dir = runs.run_folder(self.runs_dir, run_id)
+        if run_dir is None or not (run_dir / runs.CONFIG_FILE).exists():
+            raise access.AccessError(f"There is no run '{run_id}' to share.")
+        access.share(viewer, run_dir, shared)
 
     def statuses(self) -> dict[str, str]:
         """run id -> status, for the runs in memory (queued and preparing runs have nothing on disk yet)."""
@@ -304,7 +340,8 @@ def latest_confusion_matrix(summary: runs.RunSummary | None, metrics: list[dict]
 
 def _record_of(run: Run) -> runs.RunRecord:
     """A run in memory as the record it is writing (or will write) on disk."""
-    facts = {**run.config.to_dict(), **run.info.get("resolved", {}), **run.info, "created": run.created}
+    facts = {**run.config.to_dict(), **run.info.get("resolved", {}), **run.info, "created": run.created,
+             **({"owner": run.owner} if run.owner else {})}
     return runs.RunRecord(id=run.id, dir=run.dir, facts=facts, config=runs.typed_config(facts) or run.config,
                           metrics=list(run.metrics), summary=runs.RunSummary.from_dict(run.summary) if run.summary
                           else None, live=not run.done)
