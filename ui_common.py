@@ -87,6 +87,20 @@ def identity_provider() -> bool:
         return False
 
 
+def check_upload_room(size: int) -> None:
+    """On a classroom server: clean uploads no run uses that are older than the class's limit, then AccessError if
+    an upload of `size` bytes would take this person past their limits."""
+    mode, me = serving(), person()
+    if not mode.classroom:
+        return
+    registry = get_registry()
+    everyone = registry.records(ME)
+    in_use = {Path(r.data).resolve() for r in everyone if r.data}
+    in_use |= {p for path in in_use for p in path.parents}  # a run's data may sit inside the upload's folder
+    access.clean_uploads(uploads.uploads_root(), mode.limits, in_use)
+    access.check_upload(me, mode.limits, uploads_dir(), size, access.disk_used(me, everyone, uploads_dir()))
+
+
 def mode_sidebar() -> None:
     """Who is signed in, and what this server's mode allows."""
     mode, me = serving(), person()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui_common import DATA_CHOICES, DATASET, SAMPLE_DATASETS, serving, uploads_dir
+from ui_common import DATA_CHOICES, DATASET, SAMPLE_DATASETS, check_upload_room, serving, uploads_dir
 from ui_webcam import webcam_ui
 from workbench.analysis.model_views import class_counts_figure, thumbnails
 from workbench.core.classroom import AccessError, inside_roots
@@ -100,10 +100,11 @@ def upload_ui() -> str | None:
                                type=sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS), key="data.upload_folder")
     zipped = right.file_uploader("…or a .zip of that folder", type=["zip"], key="data.upload_zip")
     if files:
-        return saved_upload(tuple(f.file_id for f in files),
+        return saved_upload(tuple(f.file_id for f in files), sum(f.size for f in files),
                             lambda dest: uploads.save_uploads(((f.name, f.getvalue()) for f in files), dest))
     if zipped:
-        return saved_upload((zipped.file_id,), lambda dest: unpacked_zip(zipped.name, zipped.getvalue(), dest))
+        return saved_upload((zipped.file_id,), zipped.size,
+                            lambda dest: unpacked_zip(zipped.name, zipped.getvalue(), dest))
     return None
 
 
@@ -116,11 +117,13 @@ def unpacked_zip(name: str, data: bytes, dest: Path) -> str:
     return str(folder)
 
 
-def saved_upload(signature: tuple, save: Callable[[Path], str | Path]) -> str | None:
-    """Save an upload once (`save(uploads folder)` -> dataset path) and return where it went; None after an error."""
+def saved_upload(signature: tuple, size: int, save: Callable[[Path], str | Path]) -> str | None:
+    """Save an upload of `size` bytes once (`save(uploads folder)` -> dataset path) and return where it went; None
+    after an error (a classroom limit reached, a refused file)."""
     saved = st.session_state.setdefault(UPLOADED, {})
     if signature not in saved:
         try:
+            check_upload_room(size)
             with st.spinner("Saving the upload…"):
                 saved[signature] = str(save(uploads_dir()))
         except (uploads.UploadError, DataError, AccessError) as e:
@@ -144,6 +147,7 @@ def local_ui() -> str | None:
     if path.lower().endswith(".zip") and Path(path).expanduser().is_file():
         # Unpacked once, like an uploaded zip, so its layout can be chosen below.
         return saved_upload(("local zip", path, Path(path).expanduser().stat().st_mtime_ns),
+                            Path(path).expanduser().stat().st_size,
                             lambda dest: uploads.unpack_zip_copy(Path(path).expanduser(), dest))
     return path or None
 
@@ -156,12 +160,29 @@ def source_ui() -> str | None:
     if source == "sample":
         return sample_ui()
     if source == "upload":
+        if serving().classroom:
+            my_uploads_ui()
         return upload_ui()
     if source == "local":
         return local_ui()
     if source == "webcam":
         return webcam_ui()
     return None
+
+
+def my_uploads_ui() -> None:
+    """A classroom student's uploads, each with Delete (uploads count against their limits)."""
+    folder = uploads_dir()
+    kept = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    with st.expander(f"Your uploads ({len(kept)} of {serving().limits.uploads} kept)"):
+        if not kept:
+            st.caption("None yet.")
+        for upload in kept:
+            left, right = st.columns([4, 1])
+            left.markdown(f"`{upload.name}`")
+            if right.button("Delete", key=f"data.delete_upload.{upload.name}"):
+                uploads.delete_upload(upload, folder)
+                st.rerun()
 
 
 def layout_ui(path: str) -> DataSpec:

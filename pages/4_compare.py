@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui_common import CHOICES, DATASET, dataset_choices, get_registry, person
+from ui_common import CHOICES, DATASET, dataset_choices, get_registry, person, serving
 from workbench.analysis import charts
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import model_groups
+from workbench.runs import access
 from workbench.runs.records import RunRecord
 from workbench.runs.registry import latest_confusion_matrix, race_budget
 from workbench.strategies import STRATEGIES
@@ -183,6 +184,32 @@ def runs_panel(live: bool) -> None:
     overlays_ui(picked, labels)
     matrices_ui(picked, labels)
     sweep_plot(records)
+    manage_ui([r for r in records if r.status not in ("queued", "preparing", "running")], labels)
+
+
+def manage_ui(ended: list, labels: dict[str, str]) -> None:
+    """Delete a run you may change; on a classroom server the teacher also shares runs with the class."""
+    me, classroom = person(), serving().classroom
+    mine = [r for r in ended if access.can_change(me, r)]
+    if not mine:
+        return
+    with st.expander("Delete runs" + (" or share them with the class" if classroom and me.is_teacher else "")):
+        run_id = st.selectbox("Run", [r.id for r in mine], format_func=lambda i: labels.get(i, i), key="manage.run")
+        record = next(r for r in mine if r.id == run_id)
+        left, right = st.columns(2)
+        if left.button("Delete this run", key="manage.delete", help="Its folder and model are deleted for good."):
+            try:
+                get_registry().delete(run_id, me)
+            except (access.AccessError, FileNotFoundError) as error:
+                st.error(str(error))
+            else:
+                st.rerun()
+        if classroom and me.is_teacher:
+            shared = access.is_shared(record)
+            if right.button("Stop sharing" if shared else "Share with the class", key="manage.share"):
+                get_registry().share(run_id, me, not shared)
+                st.rerun()
+            right.caption("Shared: every student can open it." if shared else "Only its owner and you see it.")
 
 
 # -------------------------------------------------------------------------------------------------------------------

@@ -111,6 +111,14 @@ def unpack_zip_copy(zip_path: Path, dest: Path) -> Path:
         raise
 
 
+def delete_upload(upload: Path, owner_folder: Path) -> None:
+    """Delete one upload, which must be a folder directly inside `owner_folder` (the person's uploads folder)."""
+    upload, owner_folder = Path(upload).resolve(), Path(owner_folder).resolve()
+    if upload.parent != owner_folder or not upload.is_dir():
+        raise UploadError(f"'{upload.name}' is not one of your uploads.")
+    shutil.rmtree(upload)
+
+
 def _relative_parts(name: str) -> list[str]:
     """The parts of an uploaded file's name, refused (UploadError naming it) if it could land outside its folder."""
     # Browsers send "/"; a name made on Windows may hold "\". Either way "..\x" must be caught.
