@@ -5,7 +5,7 @@ On a classroom server ($WORKBENCH_CLASSROOM names the teacher's classroom.toml) 
 
 import streamlit as st
 
-from ui_common import mode_sidebar, signed_in
+from ui_common import PERSON, mode_sidebar, serving, signed_in
 
 st.set_page_config(page_title="Transfer Learning Workbench", page_icon="🧠", layout="wide")
 
@@ -25,7 +25,11 @@ pages = {
         st.Page("pages/8_few_shot.py", title="8 · Few-shot", icon="🎯", url_path="few-shot"),
     ],
 }
-if signed_in() is None:  # a classroom server: nothing but the sign-in form until an access code is accepted
+# The navigation is set up before signing in, so a page opened by its address (/train?run=...) is the one shown
+# once the code is accepted; until then a classroom server shows nothing but the sign-in form.
+page = st.navigation(pages, position="sidebar" if serving().classroom is False or PERSON in st.session_state
+                     else "hidden")
+if signed_in() is None:
     st.stop()
 mode_sidebar()
-st.navigation(pages).run()
+page.run()

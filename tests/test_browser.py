@@ -83,11 +83,12 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def streamlit_server(folder: Path) -> Iterator[Server]:
-    """`streamlit run app.py` on a free port, offline, with its runs, uploads and log in `folder`."""
+def streamlit_server(folder: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`streamlit run app.py` on a free port, offline, with its runs, uploads and log in `folder` (and `extra_env`,
+    e.g. a classroom file)."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WORKBENCH_RUNS_DIR": str(folder / "runs"),
-           "WORKBENCH_UPLOADS_DIR": str(folder / "uploads")}
+           "WORKBENCH_UPLOADS_DIR": str(folder / "uploads"), **(extra_env or {})}
     log = folder / "streamlit.log"
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]

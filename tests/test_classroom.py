@@ -128,31 +128,43 @@ def test_old_unused_uploads_are_cleaned_and_used_ones_kept(tmp_path):
     assert deleted == [old] and used.exists() and fresh.exists()
 
 
-def sign_in_page(monkeypatch, tmp_path) -> AppTest:
-    from ui_common import serving
+def _signed_in_app() -> None:
+    """app.py's gate, alone (AppTest cannot rerun app.py's hidden navigation the way a server does; the browser test
+    tests/test_browser_classroom.py signs in through the whole app)."""
+    import streamlit as st
 
-    monkeypatch.setenv(CLASSROOM_ENV, str(classroom_file(tmp_path, [SHAPES.parent])))
-    serving.clear()
-    return AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    from ui_common import mode_sidebar, signed_in
+
+    if signed_in() is None:
+        st.stop()
+    mode_sidebar()
+    st.markdown("inside the app")
 
 
 def test_a_classroom_server_asks_for_a_code_and_says_what_it_allows(monkeypatch, tmp_path):
-    from ui_common import serving
+    from ui_common import PERSON, serving
 
-    at = sign_in_page(monkeypatch, tmp_path)
+    monkeypatch.setenv(CLASSROOM_ENV, str(classroom_file(tmp_path, [SHAPES.parent])))
+    serving.clear()
+    at = AppTest.from_function(_signed_in_app, default_timeout=60).run()
     assert not at.exception and at.text_input(key="sign_in.code")
     at.text_input(key="sign_in.code").set_value("wrong")
     at.button[0].click().run()
     assert "That access code is not one of this class's" in at.error[0].value
+    assert "inside the app" not in [m.value for m in at.markdown]
     at.text_input(key="sign_in.code").set_value("maple-7")
     at.button[0].click().run()
-    assert not at.exception
+    assert not at.exception and "inside the app" in [m.value for m in at.markdown]
     sidebar = " ".join(c.value for c in at.sidebar.caption)
     assert "Classroom mode" in sidebar and str(SHAPES.parent) in sidebar
     assert "Signed in as **ada** (student)" in " ".join(m.value for m in at.sidebar.markdown)
-    at.radio(key="data.source").set_value("local").run()
-    at.text_input(key="data.local_path").set_value("/etc").run()
-    assert "'/etc' is outside the folders this class may read" in at.error[0].value
+
+    data = AppTest.from_file(str(REPO / "pages" / "1_data.py"), default_timeout=60)
+    data.session_state[PERSON] = at.session_state[PERSON]
+    data.run()
+    data.radio(key="data.source").set_value("local").run()
+    data.text_input(key="data.local_path").set_value("/etc").run()
+    assert "'/etc' is outside the folders this class may read" in data.error[0].value
     serving.clear()
 
 
