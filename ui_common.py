@@ -47,6 +47,11 @@ def person() -> Person:
     return st.session_state[PERSON] if serving().classroom else ME
 
 
+def owner_name() -> str | None:
+    """The name a run saved from this browser records as its owner (None on a personal server)."""
+    return person().name if serving().classroom else None
+
+
 def signed_in() -> Person | None:
     """The person on this browser; in classroom mode, the sign-in form until their code is accepted (None)."""
     mode = serving()

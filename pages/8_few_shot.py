@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui_common import DATASET, SAMPLE_DATASETS, get_registry
+from ui_common import DATASET, SAMPLE_DATASETS, get_registry, owner_name
 from workbench.analysis import charts
 from workbench.analysis.fewshot import (
     ALL,
@@ -94,7 +94,7 @@ def prototypes_ui(data: str, backbone: str, size: int) -> None:
     left.caption(f"From {shots} image(s) per class; features took {bank.seconds:.0f} s once, this took no training.")
     if left.button("Save as a run", key="save_prototypes",
                    help="Then it is on Compare, and Predict can classify new images with it."):
-        run_dir = save_prototype_run(bank, result, get_registry().runs_dir)
+        run_dir = save_prototype_run(bank, result, get_registry().runs_dir, owner_name())
         st.session_state[SAVED] = run_dir.name
     if st.session_state.get(SAVED):
         left.success(f"Saved as run `{st.session_state[SAVED]}`.")

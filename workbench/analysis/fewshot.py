@@ -203,9 +203,11 @@ def evaluate_prototypes(bank: FeatureBank, shots: int | str, seed: int = 0) -> P
                            confusion_matrix(targets, preds, num_classes), protos)
 
 
-def save_prototype_run(bank: FeatureBank, result: PrototypeResult, runs_dir: str | Path) -> Path:
+def save_prototype_run(bank: FeatureBank, result: PrototypeResult, runs_dir: str | Path,
+                       owner: str | None = None) -> Path:
     """Record prototypes as a finished run: the backbone with the prototypes as its classifier (see module doc),
-    config.json, summary.json with accuracy and confusion matrix. Returns the run directory."""
+    config.json, summary.json with accuracy and confusion matrix. Returns the run directory. `owner`: who saved it,
+    on a classroom server."""
     head = bank.model.get_classifier()
     if not isinstance(head, torch.nn.Linear) or head.weight.shape != result.prototypes.shape:
         raise ValueError(f"{bank.backbone}'s classifier is not one linear layer on the pooled features, so "
@@ -233,7 +235,7 @@ def save_prototype_run(bank: FeatureBank, result: PrototypeResult, runs_dir: str
         "val_fraction": bank.val_fraction, "seed": bank.seed,
         "epochs": 0, "image_size": bank.image_size, "class_names": bank.class_names, "weights_source": bank.weights,
         "num_train": sum(result.images_per_class.values()), "num_val": len(bank.val), "trainable_params": 0,
-        "total_params": total, "frozen_groups": None, "created": time.time(),
+        "total_params": total, "frozen_groups": None, "created": time.time(), **({"owner": owner} if owner else {}),
     })
     return run_dir
 
