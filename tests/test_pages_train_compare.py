@@ -53,6 +53,10 @@ def _heatmaps(at: AppTest) -> list[dict]:
     return [trace for spec in _charts(at) for trace in spec["data"] if trace["type"] == "heatmap"]
 
 
+def _titles(at: AppTest) -> list[str]:
+    return [spec["layout"].get("title", {}).get("text", "") for spec in _charts(at)]
+
+
 def _run_heading(at: AppTest) -> str:
     return next(h.value for h in at.subheader if h.value.startswith("Run:"))
 
@@ -203,11 +207,11 @@ def test_a_class_watching_a_live_run_shares_its_charts_until_the_next_epoch(tmp_
     first, second = _watching(view.id), _watching(view.id)
     assert len(built) == 1
     assert _charts(first) == _charts(second)
-    assert "Validation confusion matrix, epoch 2" in [spec["layout"]["title"]["text"] for spec in _charts(second)]
+    assert "Validation confusion matrix, epoch 2" in _titles(second)
     view.metrics.append({**view.metrics[-1], "epoch": 3})
     third = _watching(view.id)
     assert len(built) == 2
-    assert "Validation confusion matrix, epoch 3" in [spec["layout"]["title"]["text"] for spec in _charts(third)]
+    assert "Validation confusion matrix, epoch 3" in _titles(third)
 
 
 def test_a_failed_run_says_why_and_what_to_try(runs_dir):
