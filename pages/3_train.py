@@ -4,6 +4,9 @@ as ?run=...)."""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
@@ -42,6 +45,16 @@ MID_EPOCH_CHART_REFRESH_SECONDS = 30.0
 # each other. Building the three figures was most of what a watcher cost the server (30 watchers slowed training to
 # half speed on 2 cores), so while a run trains its figures are built once and shared for this long.
 SHARED_FIGURES_SECONDS = STATUS_REFRESH_SECONDS
+# Even so every page run is Python in the process that trains, and the training thread waits for Python's lock while
+# pages run: the more sessions watch, the longer it waits. So a session refreshes its progress line every
+# POLL_GAP_PER_WATCHER_SECONDS times the number of sessions watching the run (at least every STATUS_REFRESH_SECONDS;
+# 30 watchers: every 6 s), and redraws the page for a new epoch at most every CHART_GAP_PER_WATCHER_SECONDS times that
+# number (alone: every epoch; 30 watchers: every 9 s): however many watch, the class makes about five refreshes and
+# three redraws a second.
+POLL_GAP_PER_WATCHER_SECONDS = 0.2
+CHART_GAP_PER_WATCHER_SECONDS = 0.3
+SESSION = "train.session"  # this session's name among a run's watchers
+CHARTS_DRAWN_AT = "train.charts_drawn_at"  # when this session last drew the page with its charts (time.monotonic())
 # With the page polling, Streamlit's animated "Running..." badge and the progress bar's easing would repaint the page
 # every few seconds; in headless Chromium that alone cost about 4% of a core. The page shows the run's own status, so
 # while a run is live the badge is hidden and the bar jumps instead of gliding.
@@ -279,8 +292,53 @@ def per_class_ui(view: RunView) -> None:
     st.caption(f"Saved in `{view.dir}`. Compare it with other runs on the **Compare** page.")
 
 
-def status_panel(run_id: str, drawn: tuple[int, bool] | None) -> None:
-    """Where the run is and its Stop button. While the run is live this redraws every few seconds, and redraws the
+class Watchers:
+    """Which sessions watch which live run: each refresh of a session's progress line checks it in until its next
+    one is overdue (a closed tab stops refreshing and soon no longer counts)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: dict[str, dict[str, float]] = {}  # run id -> session -> time.monotonic() it counts until
+
+    def check_in(self, run_id: str, session: str, pace: float | None) -> int:
+        """Note that `session` watches `run_id`, refreshing every `pace` seconds (None: it stopped, the run has
+        ended); how many sessions watch it."""
+        now = time.monotonic()
+        with self._lock:
+            watching = self._until.setdefault(run_id, {})
+            watching[session] = now + 2 * pace + STATUS_REFRESH_SECONDS if pace else now
+            for other, until in list(watching.items()):
+                if until <= now:
+                    del watching[other]
+            if not watching:
+                del self._until[run_id]
+            return len(watching)
+
+    def count(self, run_id: str) -> int:
+        now = time.monotonic()
+        with self._lock:
+            return sum(until > now for until in self._until.get(run_id, {}).values())
+
+
+@st.cache_resource(show_spinner=False)
+def run_watchers() -> Watchers:
+    """The watchers of every run, one record per server process."""
+    return Watchers()
+
+
+def charts_due(view: RunView, drawn: tuple[int, bool], watching: int) -> bool:
+    """Whether to redraw the page for its charts, drawn at `drawn`: at once for the first point, for a new epoch once
+    this session's share of the class's redraws allows (CHART_GAP_PER_WATCHER_SECONDS)."""
+    now = chart_progress(view)
+    if now == drawn:
+        return False
+    if not drawn[1]:
+        return True
+    return time.monotonic() - st.session_state.get(CHARTS_DRAWN_AT, 0.0) >= watching * CHART_GAP_PER_WATCHER_SECONDS
+
+
+def status_panel(run_id: str, drawn: tuple[int, bool] | None, pace: float | None) -> None:
+    """Where the run is and its Stop button. While the run is live this redraws every `pace` seconds, and redraws the
     whole page when the charts, drawn at `drawn` (epochs, any point), have something new to show."""
     view = get_registry().view(run_id, person())
     if view is None:
@@ -288,7 +346,9 @@ def status_panel(run_id: str, drawn: tuple[int, bool] | None) -> None:
                    "shared with you).")
         forget_run()
         return
-    if drawn is not None and (view.terminal or chart_progress(view) != drawn):
+    watching = run_watchers().check_in(run_id, st.session_state.setdefault(SESSION, uuid.uuid4().hex),
+                                       pace if view.live else None)
+    if drawn is not None and (view.terminal or charts_due(view, drawn, watching)):
         st.rerun()  # the charts' new point or epoch; a run that has ended is drawn once more without the timers
     st.subheader(f"Run: {view.facts.get('strategy')} · {view.facts.get('backbone')} — {view.status}")
     fraction, line = view.progress_bar()
@@ -336,16 +396,24 @@ def panels_ui(view: RunView) -> None:
     draw_panels(panels, chart_config(view))
 
 
+def status_pace(view: RunView | None, drawn: tuple[int, bool] | None) -> float | None:
+    """How often the progress line refreshes: only while the run is live, fast until its first point unless other
+    runs train first (their owner's training needs the CPU), slower the more sessions watch it."""
+    if view is None or not view.live:
+        return None
+    waiting_for_first_point = not view.queue_position and not drawn[1]
+    pace = FIRST_POINT_REFRESH_SECONDS if waiting_for_first_point else STATUS_REFRESH_SECONDS
+    return max(pace, run_watchers().count(view.id) * POLL_GAP_PER_WATCHER_SECONDS)
+
+
 def show_run(run_id: str) -> None:
     view = get_registry().view(run_id, person())
     live = view is not None and view.live
     drawn = chart_progress(view) if live else None
     if live:
         st.html(LIVE_RUN_CSS)
-    # Fast polling until the first point, unless other runs train first (their owner's training needs the CPU).
-    waiting_for_first_point = live and not view.queue_position and not drawn[1]
-    status_pace = (FIRST_POINT_REFRESH_SECONDS if waiting_for_first_point else STATUS_REFRESH_SECONDS) if live else None
-    st.fragment(status_panel, run_every=status_pace)(run_id, drawn)
+        st.session_state[CHARTS_DRAWN_AT] = time.monotonic()
+    st.fragment(status_panel, run_every=(pace := status_pace(view, drawn)))(run_id, drawn, pace)
     if view is not None:  # what changes only when a run ends, when the whole page is drawn again
         notes_ui(view)
         result_ui(view)
