@@ -29,6 +29,15 @@ def train_page_showing(run, monkeypatch, timeout: float = 60):
     return at
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A browser test module's own `streamlit run app.py` (tests/test_browser.py), its log printed at the end."""
+    from .test_browser import logged_server  # playwright is imported only where a browser test runs
+
+    with logged_server(tmp_path_factory.mktemp("app")) as running:
+        yield running
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "runs"

@@ -48,11 +48,13 @@ RUN_S = 240  # a whole run
 # asserted here is loose because CI machines are shared: it catches a chart that waits for the end of the run.
 FIRST_POINT_LIMIT_S = 120
 
-pytestmark = [
+BROWSER_MARKS = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                                                      "(apt-get install -y chromium; .ci/run installs it)"),
 ]
+"""Every browser test module's `pytestmark`."""
+pytestmark = BROWSER_MARKS
 
 
 @dataclass
@@ -107,10 +109,20 @@ def streamlit_server(folder: Path, extra_env: dict[str, str] | None = None) -> I
 
 
 @contextlib.contextmanager
-def chromium_page() -> Iterator[Page]:
-    """A page of headless Debian Chromium, driven by Playwright."""
+def logged_server(folder: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`streamlit_server`, printing the end of its log when it stops (pytest shows it for a failed test)."""
+    with streamlit_server(folder, extra_env) as running:
+        try:
+            yield running
+        finally:
+            print(f"\n--- streamlit log ---\n{running.log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def chromium_page(flags: list[str] = CHROMIUM_FLAGS) -> Iterator[Page]:
+    """A page of headless Debian Chromium, driven by Playwright, launched with `flags`."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
         try:
             yield browser.new_page(viewport={"width": 1400, "height": 1000})
         finally:
@@ -121,15 +133,6 @@ def second_user(page: Page) -> Page:
     """Another person's browser on the same server: a fresh browser context has its own cookies, hence its own
     Streamlit session."""
     return page.context.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    with streamlit_server(tmp_path_factory.mktemp("app")) as running:
-        try:
-            yield running
-        finally:
-            print(f"\n--- streamlit log ---\n{running.log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

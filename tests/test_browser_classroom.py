@@ -17,36 +17,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from .test_browser import (
     BACKBONE,
-    CHROMIUM,
-    CHROMIUM_FLAGS,
+    BROWSER_MARKS,
     PAGE_S,
     RUN_S,
     Server,
     checked,
     choose_model,
+    chromium_page,
     heading,
     journey,
+    logged_server,
     open_page,
     pick_option,
     ready_to_train,
     run_heading,
     run_id_in_url,
+    second_user,
     settled,
-    streamlit_server,
 )
 from .test_faults import copy_tiny_shapes
 
 CODES = {"teacher": "owl-1", "ada": "maple-7", "bob": "birch-3"}
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install -y chromium; .ci/run installs it)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +55,15 @@ def classroom(tmp_path_factory) -> Iterator[tuple[Server, Path]]:
                        f'code = "{code}"' for name, code in CODES.items())
     toml = folder / "classroom.toml"
     toml.write_text(f'data_roots = ["{data_root}"]\n[limits]\nqueued_runs = 2\n{people}\n')
-    with streamlit_server(folder, {"WORKBENCH_CLASSROOM": str(toml)}) as running:
-        try:
-            yield running, data_root
-        finally:
-            print(f"\n--- streamlit log ---\n{running.log.read_text()[-3000:]}")
+    with logged_server(folder, {"WORKBENCH_CLASSROOM": str(toml)}) as running:
+        yield running, data_root
 
 
 @contextlib.contextmanager
 def three_browsers() -> Iterator[dict[str, Page]]:
     """One browser, a context (its own cookies, hence its own Streamlit session) per person."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        try:
-            yield {name: browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for name in CODES}
-        finally:
-            browser.close()
+    with chromium_page() as first:
+        yield {name: first if i == 0 else second_user(first) for i, name in enumerate(CODES)}
 
 
 def sign_in(page: Page, url: str, name: str, title: str = "1 · Your images") -> None:

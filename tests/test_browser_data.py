@@ -10,18 +10,15 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import expect
 
 from .conftest import SHAPES
 from .test_browser import (
-    CHROMIUM,
+    BROWSER_MARKS,
     PAGE_S,
     RUN_S,
-    Server,
     checked,
     choose_model,
     chromium_page,
@@ -32,27 +29,13 @@ from .test_browser import (
     ready_to_train,
     run_heading,
     settled,
-    streamlit_server,
     wait_until,
 )
 
 CLASSES = ("circle", "square", "star")
 TEST_PER_CLASS = 8
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install -y chromium; .ci/run installs it)"),
-]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    with streamlit_server(tmp_path_factory.mktemp("app")) as running:
-        try:
-            yield running
-        finally:
-            print(f"\n--- streamlit log ---\n{running.log.read_text()[-3000:]}")
+pytestmark = BROWSER_MARKS
 
 
 def downloaded_layout(folder: Path) -> Path:

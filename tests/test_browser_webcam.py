@@ -8,23 +8,21 @@ finishes and reports it. The server and page helpers are the main browser test's
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from .test_browser import (
-    CHROMIUM,
+    BROWSER_MARKS,
     CHROMIUM_FLAGS,
     PAGE_S,
     RUN_S,
     Server,
     checked,
     choose_model,
+    chromium_page,
     confusion_matrices,
     heading,
     journey,
@@ -32,7 +30,6 @@ from .test_browser import (
     ready_to_train,
     run_heading,
     settled,
-    streamlit_server,
     wait_until,
 )
 
@@ -46,30 +43,7 @@ CAMERA_S = 30  # the camera comes back live after each picture: a new stream fro
 PICTURE_AT_S = 2.0
 PICTURE_GAP_S = 0.3  # 6 frames at the fake camera's 20 per second
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install -y chromium; .ci/run installs it)"),
-]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    with streamlit_server(tmp_path_factory.mktemp("app")) as running:
-        try:
-            yield running
-        finally:
-            print(f"\n--- streamlit log ---\n{running.log.read_text()[-3000:]}")
-
-
-@contextlib.contextmanager
-def chromium_with_camera() -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CAMERA_FLAGS)
-        try:
-            yield browser.new_page(viewport={"width": 1400, "height": 1000})
-        finally:
-            browser.close()
+pytestmark = BROWSER_MARKS
 
 
 def class_label(page: Page, name: str, pictures: int):
@@ -143,6 +117,6 @@ def train_a_probe_on_them(page: Page, timings: dict) -> None:
 
 
 def test_a_dataset_from_the_webcam_trains_to_the_end(server):
-    with chromium_with_camera() as page, journey("timings_webcam.json", (page, "failure_webcam.png")) as timings:
+    with chromium_page(CAMERA_FLAGS) as page, journey("timings_webcam.json", (page, "failure_webcam.png")) as timings:
         make_a_webcam_dataset(page, server, timings)
         train_a_probe_on_them(page, timings)
