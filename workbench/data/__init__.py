@@ -8,7 +8,6 @@ browser's camera.
 
 from workbench.data.dataset import (
     AUGMENTATIONS,
-    SHOWN_EXAMPLES,
     SPLITS,
     STRONG_IMBALANCE_RATIO,
     Augmentation,
@@ -35,7 +34,14 @@ from workbench.data.images import (
     decode_resized,
     load_rgb,
 )
-from workbench.data.layouts import NO_FOLDER, SPLIT_FOLDER_NAMES, VAL_FOLDER_NAMES, LayoutChoice, SkippedFile
+from workbench.data.layouts import (
+    NO_FOLDER,
+    SHOWN_EXAMPLES,
+    SPLIT_FOLDER_NAMES,
+    VAL_FOLDER_NAMES,
+    LayoutChoice,
+    SkippedFile,
+)
 from workbench.data.zips import (
     MAX_ZIP_MEMBERS,
     MAX_ZIP_RATIO,

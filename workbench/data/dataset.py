@@ -32,6 +32,7 @@ from workbench.data.layouts import (
     Layout,
     LayoutChoice,
     SkippedFile,
+    examples,
     folder_layout,
     require_trainable_classes,
     subfolders,
@@ -41,7 +42,6 @@ from workbench.data.layouts import (
 from workbench.data.zips import unpack_zip
 
 STRONG_IMBALANCE_RATIO = 3.0
-SHOWN_EXAMPLES = 3  # how many file names a problem line quotes before "and N more"
 SPLITS = ("train", "val", "test")
 
 
@@ -109,7 +109,7 @@ class HealthReport:
     def _skipped_problems(self) -> list[str]:
         if not self.skipped:
             return []
-        shown = _examples([f"{s.path} ({s.reason})" for s in self.skipped], sep="; ")
+        shown = examples([f"{s.path} ({s.reason})" for s in self.skipped], sep="; ")
         return [f"{_plural(len(self.skipped), 'file')} skipped and not used: {shown}. Fix, convert or remove them."]
 
     def _split_problems(self) -> list[str]:
@@ -339,7 +339,7 @@ def _require_readable_classes(layout: Layout, checked: list[_Checked]) -> None:
     for name in layout.class_names:
         mine = [c for c in checked if c.found.class_name == name]
         if all(c.problem for c in mine):
-            why = _examples([f"{c.found.rel} ({c.problem})" for c in mine], sep="; ")
+            why = examples([f"{c.found.rel} ({c.problem})" for c in mine], sep="; ")
             where = layout.class_folders.get(name)
             subject = f"Class folder '{where}'" if where else f"Class '{name}'"
             raise DataError(f"{subject} has no readable images: {why}. Add images "
@@ -406,11 +406,6 @@ def _case_conflicts(class_names: list[str]) -> list[list[str]]:
     for name in class_names:
         groups[name.casefold()].append(name)
     return [names for names in groups.values() if len(names) > 1]
-
-
-def _examples(items: list[str], sep: str = ", ") -> str:
-    shown = sep.join(items[:SHOWN_EXAMPLES])
-    return shown if len(items) <= SHOWN_EXAMPLES else f"{shown}{sep}and {len(items) - SHOWN_EXAMPLES} more"
 
 
 def _plural(n: int, word: str) -> str:

@@ -24,6 +24,7 @@ from workbench.data.layouts import (
     Layout,
     LayoutChoice,
     SkippedFile,
+    examples,
     files_under,
     relative,
     split_of_name,
@@ -150,7 +151,7 @@ def _missing_line(layout: Layout, missing: list[tuple[str, str]], chosen: list[t
     if not missing:
         return
     listed = [f"'{name}' ({where})" for name, where in missing]
-    shown = ", ".join(listed[:3]) + (f" and {len(listed) - 3} more" if len(listed) > 3 else "")
+    shown = examples(listed)
     layout.problems.append(f"{len(missing)} row(s) of {' / '.join(t.name for t, _ in chosen)} name files that are "
                            f"not in the folder: {shown}. Check those names (and extensions), or add the files.")
     layout.skipped += [SkippedFile(name, f"named in {where}, but there is no such file") for name, where in missing]

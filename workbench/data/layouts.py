@@ -23,6 +23,7 @@ SPLIT_FOLDER_NAMES = {
 VAL_FOLDER_NAMES = SPLIT_FOLDER_NAMES["val"]
 SPLIT_NAMES = frozenset(name for names in SPLIT_FOLDER_NAMES.values() for name in names)
 TABLE_EXTENSIONS = frozenset({".csv", ".tsv"})
+SHOWN_EXAMPLES = 3  # how many file names a problem line quotes before "and N more"
 NO_FOLDER = "-"
 """A LayoutChoice folder set to this means "there is none": e.g. a test/ folder read as part of the training data is
 not wanted, so it is left out."""
@@ -147,6 +148,12 @@ def files_under(folder: Path) -> list[Path]:
 
 def relative(path: Path, root: Path) -> str:
     return readable_name(path.relative_to(root).as_posix())
+
+
+def examples(items: list[str], sep: str = ", ") -> str:
+    """The first SHOWN_EXAMPLES of `items`, then "and N more": what a problem line quotes."""
+    shown = sep.join(items[:SHOWN_EXAMPLES])
+    return shown if len(items) <= SHOWN_EXAMPLES else f"{shown}{sep}and {len(items) - SHOWN_EXAMPLES} more"
 
 
 def split_of_name(name: str) -> str | None:

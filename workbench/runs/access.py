@@ -36,20 +36,29 @@ def can_see(person: Person, record: RunRecord) -> bool:
 
 def visible(person: Person, owner: str | None, run_dir: Path) -> bool:
     """`can_see` from the two facts it needs (cheap enough for every poll of a live run)."""
-    return person.is_teacher or owner == person.name or (Path(run_dir) / SHARED_FILE).exists()
+    return may_change(person, owner) or (Path(run_dir) / SHARED_FILE).exists()
 
 
 def can_change(person: Person, record: RunRecord) -> bool:
-    return person.is_teacher or owner_of(record) == person.name
+    return may_change(person, owner_of(record))
+
+
+def may_change(person: Person, owner: str | None) -> bool:
+    """The teacher, and whoever started the run, may change it (stop, delete, export)."""
+    return person.is_teacher or owner == person.name
 
 
 def require_visible(person: Person, record: RunRecord | None, run_id: str) -> RunRecord:
     """The record, if this person may see it; AccessError (the same words whether it exists or not, so ids cannot
     be probed)."""
     if record is None or not can_see(person, record):
-        raise AccessError(f"There is no run '{run_id}' that you can open. Runs you started, and runs your teacher "
-                          "shared, are listed on the Compare page.")
+        raise _not_yours(run_id)
     return record
+
+
+def _not_yours(run_id: str) -> AccessError:
+    return AccessError(f"There is no run '{run_id}' that you can open. Runs you started, and runs your teacher "
+                       "shared, are listed on the Compare page.")
 
 
 def require_change(person: Person, record: RunRecord, action: str) -> None:
@@ -60,9 +69,8 @@ def require_change(person: Person, record: RunRecord, action: str) -> None:
 def check_change(person: Person, owner: str | None, run_dir: Path, run_id: str, action: str) -> None:
     """`require_change` from the facts it needs (a live run in memory has no record yet)."""
     if not visible(person, owner, run_dir):
-        raise AccessError(f"There is no run '{run_id}' that you can open. Runs you started, and runs your teacher "
-                          "shared, are listed on the Compare page.")
-    if not (person.is_teacher or owner == person.name):
+        raise _not_yours(run_id)
+    if not may_change(person, owner):
         raise AccessError(f"Only {owner or 'its owner'} or the teacher may {ACTIONS[action]} run '{run_id}'. You can "
                           "look at it, and start a run of your own with the same choices.")
 
