@@ -206,8 +206,9 @@ class Trainer:
         for group in self.objective.setup(self):  # e.g. DANN's domain classifier
             optimizer.add_param_group({"weight_decay": self.config.weight_decay, **group})
         preset = AUGMENTATIONS[self.config.augment]
-        loader = self.loader(self.train_samples, preset.train_transform(self.config.image_size), shuffle=True,
-                             indexed=self.objective.indexed)
+        transform = preset.train_transform(self.config.image_size)
+        loader = self.objective.train_loader(self, transform) or self.loader(
+            self.train_samples, transform, shuffle=True, indexed=self.objective.indexed)
         mixup = timm.data.Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, num_classes=len(self.class_names),
                                 label_smoothing=0.0) if preset.mixes_images else None
         self.run_epochs(self.model, optimizer, loader, phase="training", on_features=False, mixup=mixup)
@@ -257,6 +258,8 @@ class Trainer:
                 lr = lr_at(self.step, total_steps, warmup, self.config.lr, self.config.schedule)
                 inputs = inputs.to(self.device) if on_features else self.normalize(inputs)
                 targets = targets.to(self.device, non_blocking=True)
+                if objective is not None:
+                    targets = objective.targets(targets, extra)
                 loss, logits = self.train_step(module, optimizer, inputs, targets, lr, objective, extra, mixup)
                 self.step += 1
                 # .item() is a CPU-GPU sync point; once per batch is cheap next to a backbone's forward/backward.
@@ -324,6 +327,7 @@ class Trainer:
         return self._evaluate() if self.step > 0 or self.val_features is not None else {}
 
     def _end_epoch(self, epoch: int, loss_sum: float, correct: int, seen: int, seconds: float, lr: float) -> None:
+        self.objective.before_evaluation(self)
         metrics = {
             "epoch": epoch,
             "train_loss": round(loss_sum / max(1, seen), 5),

@@ -289,6 +289,7 @@ class Run:
             "image_size": p.config.image_size, "mean": list(p.data_cfg["mean"]),
             "std": list(p.data_cfg["std"]), "crop_pct": p.data_cfg.get("crop_pct", 0.875),
             "interpolation": p.data_cfg.get("interpolation", "bicubic"),
+            **p.objective.model_info(),
         }
 
     def _train(self, p: Prepared) -> None:

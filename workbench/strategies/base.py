@@ -34,7 +34,7 @@ from workbench.strategies.freezing import apply_freezing
 if TYPE_CHECKING:  # the contract's callers live in higher layers; only type checkers follow these
     import pandas as pd
     import plotly.graph_objects as go
-    from torch.utils.data import Dataset
+    from torch.utils.data import DataLoader, Dataset
 
     from workbench.data import Sample
     from workbench.engine.config import RunConfig
@@ -117,6 +117,17 @@ class Objective:
         optimiser parameter groups ({"params": [...], optionally "lr_scale": x}) for modules of its own."""
         return []
 
+    def train_loader(self, ctx: TrainingContext, transform: Callable) -> DataLoader | None:
+        """The training batches, when they are not the engine's shuffled batches of `ctx.train_samples` (e.g. episodes
+        of a few classes each, built on `ctx.images(samples, transform)` with a batch sampler of its own). Called once
+        the images are decoded, after `setup`. None: the engine's batches."""
+        return None
+
+    def targets(self, targets: torch.Tensor, extra: list[torch.Tensor]) -> torch.Tensor:
+        """What a training batch's logits are scored against, for the cross-entropy and the training accuracy (e.g.
+        an episode's query images numbered within the episode). Default: the batch's labels."""
+        return targets
+
     def forward(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """The logits of a training batch (normalised `inputs`)."""
         return model(inputs)
@@ -125,6 +136,15 @@ class Objective:
              extra: list[torch.Tensor]) -> torch.Tensor:
         """The loss to minimise, given cross-entropy against the labels; `extra` is what an indexed batch carries."""
         return label_loss
+
+    def before_evaluation(self, ctx: TrainingContext) -> None:
+        """After each epoch's training batches, before the validation images are scored and the epoch's weights are
+        checkpointed (e.g. set the classifier from the features as they are now)."""
+
+    def model_info(self) -> dict:
+        """Extra entries for model.json, what `models.trained.load_model` needs to rebuild modules this objective
+        attached to the model (e.g. extra heads)."""
+        return {}
 
     def epoch_metrics(self, ctx: TrainingContext) -> dict:
         """Extra entries for this epoch's line of metrics.jsonl (and the Train page's charts)."""
