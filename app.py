@@ -6,6 +6,7 @@ On a classroom server ($WORKBENCH_CLASSROOM names the teacher's classroom.toml) 
 import streamlit as st
 
 from ui_common import PERSON, mode_sidebar, serving, signed_in
+from ui_lessons import lesson_pages
 
 st.set_page_config(page_title="Transfer Learning Workbench", page_icon="🧠", layout="wide")
 
@@ -24,6 +25,7 @@ pages = {
         st.Page("pages/7_compress.py", title="7 · Compress", icon="🗜️", url_path="compress"),
         st.Page("pages/8_few_shot.py", title="8 · Few-shot", icon="🎯", url_path="few-shot"),
     ],
+    "Lessons": lesson_pages(),
 }
 # The navigation is set up before signing in, so a page opened by its address (/train?run=...) is the one shown
 # once the code is accepted; until then a classroom server shows nothing but the sign-in form.

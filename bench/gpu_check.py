@@ -50,6 +50,7 @@ except Exception as heif_error:  # noqa: BLE001 - an old Pillow makes it fail wi
     HEIF_NOTE = f"pillow-heif not loaded ({type(heif_error).__name__}): HEIC reading off; this check reads JPEGs only"
 
 try:
+    import bench_compile
     import bench_train
     import numpy as np
     import timm
@@ -62,7 +63,7 @@ try:
         engine_split,
         eval_transform,
         phase_seconds,
-        split_folders,
+        split_datasets,
         train_epoch,
         train_transform,
     )
@@ -136,6 +137,8 @@ ROWS = {
     "oom_memory": "Memory given back after it",
     "after_oom": "Next run after it",
     "queued": "Two runs queued on one GPU",
+    "compile_train": "torch.compile, training step: compiled vs uncompiled",
+    "compile_features": "torch.compile, feature pass: compiled vs uncompiled",
     "duration": "Whole check",
 }
 
@@ -424,15 +427,16 @@ def engine_fine_tune(check: Check) -> tuple[ObservedRun, dict]:
 
 
 def plain_fine_tune(check: Check) -> dict:
-    """bench_train's plain loop on the device: ImageFolder + DataLoader, PIL decode and augment every epoch, NCHW
-    fp32, torch AdamW, the engine's split and starting weights; each batch moved to the device in the loop."""
+    """bench_train's plain loop on the device: a Dataset over the split's files + DataLoader, PIL decode and augment
+    every epoch, NCHW fp32, torch AdamW, the engine's split and starting weights; each batch moved to the device in the
+    loop."""
     s, device = check.scale, check.device
     torch.manual_seed(SEED)
     split = engine_split(argparse.Namespace(data=str(check.data)))
     model, source = create_backbone(s.backbone, len(split.class_names), s.weights)
     cfg = data_config(model)
     model = model.to(device)
-    train_set, val_set = split_folders(split, train_transform(cfg, s.image_size), eval_transform(cfg, s.image_size))
+    train_set, val_set = split_datasets(split, train_transform(cfg, s.image_size), eval_transform(cfg, s.image_size))
 
     def loader(dataset, shuffle: bool) -> OnDevice:
         return OnDevice(DataLoader(dataset, batch_size=s.batch_size, shuffle=shuffle, num_workers=s.plain_workers,
@@ -488,7 +492,7 @@ def step_engine_vs_plain(check: Check) -> dict:
                    f"the device"),
         "plain": (f"{plain['images_per_s']:,.0f}",
                   f"after the first epoch {plain['images_per_s_after_first_epoch']:,.0f}; per epoch "
-                  f"{_rates(plain['epoch_images_per_s'])}; {setting}; ImageFolder + DataLoader({workers}), PIL "
+                  f"{_rates(plain['epoch_images_per_s'])}; {setting}; file-list Dataset + DataLoader({workers}), PIL "
                   f"decode + RandomResizedCrop + flip every epoch, NCHW fp32, torch AdamW"),
         "ratio": (f"{ratio:.2f}×", f"after the first epoch {ratio_later:.2f}×" + ceiling_share(check, engine)),
         "accuracy": (f"{engine['val_acc']:.1%} / {plain['val_acc']:.1%}",
@@ -608,6 +612,32 @@ def step_queued(check: Check) -> dict:
                        f"{position}{gap}; " + "; ".join(details))}
 
 
+def step_compile(check: Check) -> dict:
+    """bench_compile.py on this device at this check's scale: the engine's training step and a probe's feature pass,
+    compiled against uncompiled, each side in a fresh process with an empty Inductor cache. The CPU smoke run uses
+    the 'eager' backend: it checks the plumbing in seconds and measures nothing."""
+    s = check.scale
+    train_images = round(s.images * 0.8)  # the engine's default 80/20 split
+    args = bench_compile.parse_args([
+        "--backbone", s.backbone, "--device", s.device, "--image-size", str(s.image_size),
+        "--feature-size", str(s.image_size), "--batch-size", str(s.batch_size), "--steps", "10" if check.gpu else "2",
+        "--train-images", str(train_images), "--val-images", str(s.images - train_images), "--epochs", str(s.epochs),
+        *(["--backend", "inductor"] if check.gpu else ["--backend", "eager", "--in-process"])])
+    rows = {}
+    for name in bench_compile.MEASURES:
+        summary = bench_compile.summarize(args, name, bench_compile.measure_pairs(args, name))
+        check.raw[f"compile_{name}"] = summary
+        even = f"{summary['break_even_images']:,} images" if summary["break_even_images"] is not None else "never"
+        backend = "" if check.gpu else "; backend 'eager' (plumbing only, not a measurement)"
+        rows[f"compile_{name}"] = (
+            f"{summary['ratio']:.2f}×",
+            f"{summary['uncompiled_images_per_s']:,} → {summary['compiled_images_per_s']:,} images/s in steady state; "
+            f"compiling took {summary['compile_s']} s (first batch and the smaller last batch); break-even after "
+            f"{even}; a run of {summary['default_run_images']:,} images: {summary['default_run_ratio']:.2f}× with the "
+            f"compile counted{backend}")
+    return rows
+
+
 STEPS: list[tuple[str, Callable[[Check], dict], tuple[str, ...]]] = [  # (name, step, the rows it fills)
     ("first chart point", step_first_point, ("first_point",)),
     ("training step alone", step_ceiling, ("ceiling",)),
@@ -615,6 +645,7 @@ STEPS: list[tuple[str, Callable[[Check], dict], tuple[str, ...]]] = [  # (name, 
      ("weights", "precision", "engine", "plain", "ratio", "accuracy", "engine_memory")),
     ("too-large batch", step_out_of_memory, ("oom", "oom_memory", "after_oom")),
     ("two queued runs", step_queued, ("queued",)),
+    ("torch.compile", step_compile, ("compile_train", "compile_features")),  # last: the longest, the least needed
 ]
 
 

@@ -26,6 +26,7 @@ from ui_common import (
 from ui_lr_finder import lr_finder_ui
 from workbench.analysis import choices
 from workbench.analysis import model_views as views
+from workbench.analysis.estimate import image_size_note
 from workbench.data import AUGMENTATIONS, augmentation_preview
 from workbench.engine.config import SCHEDULES, RunConfig
 from workbench.models import backbones
@@ -33,12 +34,17 @@ from workbench.models.backbones import BackboneInfo, LayerGroup
 from workbench.strategies import STRATEGIES, Strategy
 
 SHOWN_BACKBONES = 300
+SIZED_AT_MOST = 150  # a size limit counts the parameters of each model listed (about 0.3 s each, once per server)
+DETAILED = 40  # models whose family and parameters the catalogue table shows
+WEIGHTS_HERE = {"download": "no: downloaded when online, else random weights", "none": "no: random weights"}
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 PREVIEW_COUNT = 8  # augmented copies of one image
 
 
 # Backbone facts are kept 10 minutes: weights land in the cache when a run downloads them.
 backbone_list = st.cache_data(show_spinner=False, ttl="10m")(backbones.list_backbones)
+catalogue_of = st.cache_data(show_spinner="Counting the models' parameters…", ttl="10m")(backbones.catalogue)
+entry_of = st.cache_data(show_spinner=False, ttl="10m")(backbones.catalogue_entry)
 info_of = st.cache_data(show_spinner=False, ttl="10m")(backbones.backbone_info)
 groups_of = st.cache_resource(show_spinner="Reading the model's layers…")(backbones.model_groups)
 dataset_facts = st.cache_resource(show_spinner="Counting the images…")(choices.dataset_facts)
@@ -52,14 +58,39 @@ def backbone_ui() -> BackboneInfo:
     query = left.text_input("Search models", key="model.query", placeholder="resnet, vit, convnext, *lite*",
                             help="Part of a model name, or a pattern with * and ?. Models whose pretrained "
                                  "weights are already on this computer come first.")
-    found = backbone_list(query.strip())
+    found = catalogue_filter_ui(query.strip(), backbone_list(query.strip()))
     seed_choice("backbone", CONFIG_FIELDS["backbone"].default)
     names = choices.backbone_names([b.name for b in found], st.session_state[choice_key("backbone")], SHOWN_BACKBONES)
     badges = {b.name: choices.WEIGHT_BADGES[b.weights] for b in found}
     name = right.selectbox(choices.backbone_label(len(found), SHOWN_BACKBONES), names,
                            key=choice_key("backbone"), on_change=forget_choices, args=choices.RESET_BY_BACKBONE,
                            format_func=lambda n: f"{n}   {badges.get(n) or choices.WEIGHT_BADGES[info_of(n).weights]}")
+    if st.toggle("Show the family and size of the listed models", key="model.catalogue"):
+        entries = [entry_of(name) for name in names[:DETAILED]]
+        st.dataframe([{"model": e.name, "family": e.family, "parameters (M)": round(e.params / 1e6, 2),
+                       "pretrained weights here": WEIGHTS_HERE.get(e.weights, "yes")}
+                      for e in entries], hide_index=True, width="stretch")
     return info_of(name)
+
+
+def catalogue_filter_ui(query: str, found: list[BackboneInfo]) -> list[BackboneInfo]:
+    """`found` narrowed to the chosen families and, when few enough to count, to at most the chosen size."""
+    left, right = st.columns([2, 1])
+    family = left.multiselect("Families", backbones.families(), key="model.families", placeholder="any",
+                              help="Models of one design share a family (timm's module): efficientnet, resnet, "
+                                   "vision_transformer, convnext, …")
+    limit = right.number_input("At most (million parameters, 0: any)", min_value=0.0, value=0.0, step=1.0,
+                               key="model.max_params")
+    if family:
+        families = backbones.model_families()
+        found = [info for info in found if families.get(info.name) in family]
+    if limit and len(found) > SIZED_AT_MOST:
+        st.caption(f"The size limit applies to {SIZED_AT_MOST} models at most ({len(found):,} listed): pick a family "
+                   "or type part of a name first.")
+    elif limit:
+        small = {entry.name for entry in catalogue_of(query, tuple(family), int(limit * 1e6))}
+        found = [info for info in found if info.name in small]
+    return found
 
 
 def facts_ui(info: BackboneInfo, groups: list[LayerGroup], num_classes: int) -> None:
@@ -133,6 +164,8 @@ def training_ui(strategy: Strategy, draft: RunConfig, image: str) -> dict:
                                            help="Images are resized to a square of this size. Smaller is faster; "
                                                 "the model's native size is usually most accurate."),
     }
+    st.caption(image_size_note(strategy.trains_backbone(draft), values["image_size"],
+                               info_of(draft.backbone).input_size))
     values["augment"] = augmentation_ui(strategy.trains_backbone(draft), image, values["image_size"])
     return {**values, **advanced_ui(values["lr"], values["epochs"])}
 

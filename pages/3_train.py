@@ -4,6 +4,7 @@ as ?run=...)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ from workbench.strategies import Panel, get_strategy
 
 SAMPLE = "shapes"
 DEVICE = "train.device"
+COMPILE = "train.compile"
 REFUSED = "train.refused"  # why the last Train click was refused (a classroom limit)
 # While a run trains, its panel redraws on a timer, and every chart redraw costs the browser and the server CPU that
 # training needs (on a 2-core laptop, charts redrawn every second slowed training by a quarter). So only the cheap
@@ -104,11 +106,17 @@ def device_ui() -> dict:
     return {"device": device}
 
 
+def compile_ui() -> dict:
+    """Whether to compile the model first (torch.compile): off unless asked for, since it did not pay on a CPU."""
+    help_text = next(f.metadata["help"] for f in dataclasses.fields(RunConfig) if f.name == "compile")
+    return {"compile": st.checkbox("Compile the model first (torch.compile)", key=COMPILE, help=help_text)}
+
+
 def config_ui(dataset: str) -> RunConfig | None:
     """The run the choices describe, or None (with the reason shown) if they cannot run."""
     chosen = st.session_state.get(CHOICES) or {}  # none yet: RunConfig's defaults
     try:
-        config = RunConfig.from_dict({**chosen, **dataset_choices(), **device_ui(), "data": dataset})
+        config = RunConfig.from_dict({**chosen, **dataset_choices(), **device_ui(), **compile_ui(), "data": dataset})
         planned_config(config)
     except ValueError as error:
         st.error(f"These choices cannot run: {error} Change them on the **Model & strategy** page.")

@@ -1,6 +1,6 @@
 """Compare: every run recorded on disk (from this app session and earlier ones) plus the ones queued now, in one
 table; overlay the curves of the runs you pick and put their confusion matrices side by side; race several strategies
-on the same data and backbone in one click."""
+on the same data and backbone in one click, or several backbones, and see accuracy against speed and size."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import streamlit as st
 
 from ui_common import CHOICES, DATASET, dataset_choices, get_registry, person, serving
 from workbench.analysis import charts
+from workbench.deploy import tradeoff
 from workbench.engine.config import RunConfig
+from workbench.models import backbones
 from workbench.models.backbones import model_groups
 from workbench.runs import access
 from workbench.runs.records import RunRecord
-from workbench.runs.registry import latest_confusion_matrix, race_budget
+from workbench.runs.registry import backbone_race_configs, latest_confusion_matrix, race_budget
 from workbench.strategies import STRATEGIES
 
 RACE_STRATEGIES = [name for name, strategy in STRATEGIES.items() if strategy.race]  # those needing only the data
@@ -25,6 +27,11 @@ REFRESH_SECONDS = 2.0
 PICKED = "compare_picked"  # session_state: run ids whose curves are overlaid
 SHOWN_BY_DEFAULT = 4
 MATRICES_PER_ROW = 3
+RACED = "backbone_race.runs"  # session_state: run ids of this session's latest backbone race
+BUNDLED = list(backbones.BUNDLED_WEIGHTS)  # pretrained offline: the race's default field
+PICTURE_X = {"latency_ms": "Latency per image", "size_mb": "Size on disk"}
+
+catalogue_of = st.cache_data(show_spinner=False, ttl="10m")(backbones.catalogue)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -102,6 +109,117 @@ def sweep_plot(records: list[RunRecord]) -> None:
     if len(points) >= 2:
         st.markdown(f"**Accuracy and time against freeze depth** ({config.backbone})")
         st.plotly_chart(charts.freeze_sweep_figure(points), key="sweep_plot")
+
+
+# -------------------------------------------------------------------------------------------------------------------
+# Backbone race: which backbone for my images and my device?
+
+
+def backbone_badge(entry: backbones.CatalogueEntry) -> str:
+    if entry.pretrained_here:
+        return "✅ pretrained here"
+    return "⬇ pretrained if online, else random weights" if entry.weights == "download" else "⚠ random weights"
+
+
+def backbone_race_ui() -> None:
+    """Choose backbones and strategies, queue every pair with one click; the trade-off picture follows."""
+    st.subheader("Backbone race: which backbone for my images and my device?")
+    config = base_config()
+    if config is None:
+        st.info("Choose images on the **Data** page to race backbones on them.")
+        return
+    entries = {entry.name: entry for entry in catalogue_of(count=False)}
+    chosen = st.multiselect("Backbones", list(entries), default=[name for name in BUNDLED if name in entries],
+                            key="backbone_race.backbones",
+                            format_func=lambda n: f"{n} · {entries[n].family} · {backbone_badge(entries[n])}",
+                            help="Any timm model. Those pretrained here train offline; the others start from random "
+                                 "weights unless this computer can download theirs, and the picture says which.")
+    default = [config.strategy] if config.strategy in RACE_STRATEGIES else RACE_DEFAULT[:1]
+    strategies = st.multiselect("Strategies (each backbone trains with each)", RACE_STRATEGIES, default=default,
+                                key="backbone_race.strategies", format_func=lambda name: STRATEGIES[name].title)
+    if chosen and strategies:
+        start_ui(config, chosen, strategies)
+    else:
+        st.caption("Pick at least one backbone and one strategy.")
+    picture_ui(config)
+
+
+def start_ui(config: RunConfig, chosen: list[str], strategies: list[str]) -> None:
+    """The budget of the race (epochs; image size, by default each backbone's own) and its start button."""
+    try:
+        unset = dataclasses.replace(config, epochs=None, image_size=None)  # the race's own budget, not the Model page's
+        plans = [backbone_race_configs(unset, name, strategies)[0] for name in chosen]
+    except ValueError as error:
+        st.error(f"These choices cannot run: {error}")
+        return
+    left, right = st.columns(2)
+    epochs = left.number_input("Epochs per run", min_value=1, max_value=200, value=plans[0].epochs,
+                               key=f"backbone_race.epochs.{'.'.join(strategies)}")  # a new default for new strategies
+    size = right.number_input("Image size per run (px; 0: each backbone's own)", min_value=0, max_value=1024, value=0,
+                              step=32, key="backbone_race.image_size")
+    sizes = ", ".join(f"{plan.backbone} {plan.image_size} px" for plan in plans)
+    st.caption(f"Same data, seed and epochs for every run; image size {f'{size} px for all' if size else sizes}. "
+               "Runs queue like any others and train one per free device.")
+    if st.button("Start the backbone race", type="primary", key="backbone_race.start"):
+        race = dataclasses.replace(config, epochs=int(epochs), image_size=int(size) or None)
+        try:
+            runs = get_registry().backbone_race(race, chosen, strategies, person())
+        except (ValueError, access.AccessError) as error:
+            st.error(str(error))
+        else:
+            st.session_state[RACED] = [run.id for run in runs]
+            st.session_state[PICKED] = [run.id for run in runs]
+
+
+def pictured_records(records: list[RunRecord], data: str) -> list[RunRecord]:
+    """The runs of this session's latest backbone race; without one, the newest run of each backbone and strategy
+    on this data."""
+    raced = st.session_state.get(RACED)
+    if raced:
+        return [record for record in records if record.id in raced]
+    newest: dict[tuple[str, str], RunRecord] = {}
+    for record in records:  # newest first
+        if record.data == data and record.status in ("finished", "stopped"):
+            newest.setdefault((record.backbone, record.strategy), record)
+    return list(newest.values())
+
+
+def picture_ui(config: RunConfig) -> None:
+    st.fragment(trade_off_panel, run_every=REFRESH_SECONDS if get_registry().live() else None)(config.data)
+
+
+def trade_off_panel(data: str) -> None:
+    """Accuracy against latency or size for the pictured runs, their table and one sentence of advice. Latency is
+    measured only while nothing trains here: training on the same CPU would slow every clock."""
+    registry = get_registry()
+    records = pictured_records(registry.records(person()), data)
+    waiting = [record for record in records if record.status in ("queued", "preparing", "running")]
+    busy = bool(registry.live())
+    with st.spinner("Measuring the saved models on this computer…"):
+        points = tradeoff.points_for_runs([record.dir for record in records if record.status not in
+                                           ("queued", "preparing", "running")], timed=not busy)
+    if waiting:
+        st.caption(f"{len(records) - len(waiting)} of {len(records)} runs done; the picture fills in as they end.")
+    if not points:
+        return
+    st.markdown("**Accuracy against cost**: one point per saved model (compressed variants too); the dashed line "
+                "is the Pareto front, the models nothing beats on both.")
+    axes = list(PICTURE_X) if not busy else ["size_mb"]
+    # a key of its own while busy: once latency is measured, the picture opens on it
+    x = st.radio("Cost", axes, format_func=PICTURE_X.get, horizontal=True, key=f"backbone_race.x.{busy}")
+    if busy:
+        st.caption("Latency is measured once nothing trains on this computer (training would slow the clock).")
+    st.plotly_chart(tradeoff.tradeoff_figure(points, x), key="tradeoff_plot")
+    table = tradeoff.tradeoff_table(points).drop(columns=["backbone", "strategy", "run id"])
+    st.dataframe(table.style.format({"val accuracy": "{:.1%}", "test accuracy": "{:.1%}", "parameters": "{:,.0f}",
+                                     "latency ms": "{:.2f}", "CPU ms": "{:.2f}", "size MB": "{:.2f}",
+                                     "train s": "{:.1f}", "MACs (M)": "{:,.1f}"}, na_rep="–"),
+                 hide_index=True, key="tradeoff_table")
+    if not busy:
+        st.success(tradeoff.advice(points))
+        note = tradeoff.busy_note(points)
+        if note:
+            st.caption(note)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -219,6 +337,7 @@ st.caption("Every run so far, side by side. Pick runs to overlay their curves, o
 runs_area = st.container()
 race_ui()
 sweep_ui()
+backbone_race_ui()
 with runs_area:
     any_live = bool(get_registry().live())
     st.fragment(runs_panel, run_every=REFRESH_SECONDS if any_live else None)(any_live)

@@ -4,6 +4,7 @@ model back in, or read its training as a plain script. Predictions, exports, imp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -12,6 +13,7 @@ from ui_common import IMAGE_TYPES, get_registry, loaded_model, model_stamp, pers
 from workbench.data import DataError
 from workbench.deploy.codegen import CodegenError, script_for_run
 from workbench.deploy.export import CopyCheck, ExportError, cached_export, existing_export, import_upload, read_report
+from workbench.models.heads import tasks_of
 from workbench.models.trained import Predictor
 from workbench.runs import access
 from workbench.runs.records import RunRecord
@@ -56,26 +58,34 @@ def images_ui() -> list:
 
 
 def prediction_ui(predictor: Predictor, image) -> None:
-    """One picture next to its most likely classes."""
+    """One picture next to its most likely classes (for a model with several tasks, every task's)."""
     try:
-        top = predictor.predict([image], TOP_K)[0]
+        answers = predictor.predict_tasks([image], TOP_K)[0]
     except DataError as error:
         st.error(str(error))
         return
     left, right = st.columns([1, 2])
     left.image(image, caption=getattr(image, "name", None), width=200)
     with right:
-        best, probability = top[0]
-        st.markdown(f"**{best}** ({probability:.0%} sure)")
-        for name, probability in top:
-            st.progress(probability, text=f"{name}: {probability:.1%}")
+        for task, top in answers.items():
+            best, probability = top[0]
+            named = f"{task}: " if len(answers) > 1 else ""
+            st.markdown(f"{named}**{best}** ({probability:.0%} sure)")
+            for name, probability in top:
+                st.progress(probability, text=f"{name}: {probability:.1%}")
 
 
 def predict_ui(record: RunRecord) -> None:
     st.subheader("Try it on new pictures")
-    names = ", ".join(record.class_names)
-    st.caption(f"The model chooses between: {names}. It always picks one of these, even for a picture of something "
-               "else, so a low percentage means it is unsure.")
+    tasks = tasks_of(json.loads(record.model_files[1].read_text()))
+    if len(tasks) > 1:
+        choices = "; ".join(f"for {t['name']}, between {', '.join(t['class_names'])}" for t in tasks)
+        st.caption(f"The model answers {len(tasks)} questions about each picture, one head each on the "
+                   f"same backbone: {choices}. It always picks one class per question, even for a picture of "
+                   "something else, so a low percentage means it is unsure.")
+    else:
+        st.caption(f"The model chooses between: {', '.join(record.class_names)}. It always picks one of these, even "
+                   "for a picture of something else, so a low percentage means it is unsure.")
     images = images_ui()
     if not images:
         return

@@ -1,6 +1,7 @@
 """Inside the model: the validation images behind each confusion-matrix cell and the most confidently wrong ones,
 Grad-CAM heatmaps, the validation set in feature space before and after training, how far each layer group moved,
-and the per-class report. Everything is computed by `workbench.insight`; this page picks and draws."""
+the per-class report, and for a model that answers several tasks each task's results. Everything is computed by
+`workbench.insight`; this page picks and draws."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import streamlit as st
 from ui_common import IMAGE_TYPES, RUN_ID, loaded_model, model_stamp, pick_run, runs_with_model
 from workbench.analysis import charts, insight
 from workbench.data import DataError
+from workbench.models.heads import TASKS_KEY
 from workbench.runs.records import RunRecord
 
 PICKED = "insight_run"  # session key: the run id chosen on this page
 LAST_CLICK = "insight_last_click"  # session key: the matrix cell clicked last (the chart keeps it selected)
 TABS = ("Confusion & mistakes", "Grad-CAM", "Feature map", "Weight drift", "Per-class report")
+TASKS_TAB = "Every task"  # only for a run whose model answers several tasks
 GRID_COLUMNS = 6
 PREDICTED = "the predicted class"
 CAM_WIDTH = 320  # pixels: the network's input is often 64-224 px, shown larger but not page-wide
@@ -234,6 +237,40 @@ def report_ui(record: RunRecord) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------------------
+# Several tasks
+
+
+def recorded_tasks(record: RunRecord) -> list[dict]:
+    """The tasks a run's summary measured (name, classes, weight, validation accuracy, confusion matrix, per-class
+    report); empty for a run with one task."""
+    tasks = record.summary.get(TASKS_KEY) if record.summary else None
+    return tasks if tasks and len(tasks) > 1 else []
+
+
+def tasks_ui(record: RunRecord, tasks: list[dict]) -> None:
+    st.caption(f"This model answers {len(tasks)} tasks with one shared backbone and one head per task. The other "
+               f"tabs look at the first task ({tasks[0]['name']}); here is every task, measured on the validation "
+               "images that have a label for it, with the weights that were saved.")
+    columns = st.columns(len(tasks))
+    for column, task in zip(columns, tasks, strict=True):
+        accuracy = task.get("val_accuracy")
+        column.metric(f"{task['name']} accuracy", "—" if accuracy is None else f"{accuracy:.1%}",
+                      help=f"{task.get('val_images', '?')} validation images have a label for this task.")
+        if task.get("weight") == 0:
+            column.caption("Weight 0: measured, never trained (its head kept its starting weights).")
+    for index, task in enumerate(tasks):
+        st.markdown(f"#### {task['name']}")
+        if task.get("confusion_matrix"):
+            st.plotly_chart(charts.confusion_figure(task["confusion_matrix"], task["class_names"],
+                                                    f"Confusion matrix, {task['name']} (validation images)"),
+                            key=f"insight_task_confusion_{index}")
+        if task.get("per_class"):
+            percent = {"precision": "{:.0%}", "recall": "{:.0%}"}
+            st.dataframe(charts.per_class_table(task["per_class"]).style.format(percent),
+                         key=f"insight_task_report_{index}")
+
+
+# -------------------------------------------------------------------------------------------------------------------
 
 st.title("6 · Inside the model")
 st.caption("Why the model answers what it answers, and what training changed inside it.")
@@ -241,9 +278,10 @@ all_runs = runs_with_model()  # imported models too: Grad-CAM works on an upload
 chosen = run_ui(all_runs)
 if chosen is not None:
     st.caption(f"Run directory: `{chosen.dir}`")
-    tabs = st.tabs(list(TABS), key="insight_tab", on_change="rerun")
+    tasks = recorded_tasks(chosen)
+    tabs = st.tabs([*TABS, *([TASKS_TAB] if tasks else [])], key="insight_tab", on_change="rerun")
     views = (lambda: confusion_ui(chosen), lambda: gradcam_ui(chosen, all_runs), lambda: feature_map_ui(chosen),
-             lambda: drift_ui(chosen), lambda: report_ui(chosen))
+             lambda: drift_ui(chosen), lambda: report_ui(chosen), *([lambda: tasks_ui(chosen, tasks)] if tasks else []))
     for tab, view in zip(tabs, views, strict=True):
         if tab.open:  # only the open tab computes: the others can take seconds on a big validation set
             with tab:

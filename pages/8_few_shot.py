@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui_common import DATASET, SAMPLE_DATASETS, get_registry, owner_name
-from workbench.analysis import charts
+from ui_common import DATASET, SAMPLE_DATASETS, get_registry, owner_name, person
+from workbench.analysis import charts, choices
 from workbench.analysis.fewshot import (
     ALL,
     DEFAULT_SHOTS,
+    META_PROTOTYPES,
     METHODS,
     CurveConfig,
     FeatureBank,
@@ -18,6 +19,7 @@ from workbench.analysis.fewshot import (
     evaluate_prototypes,
     feature_bank,
     latest_curve,
+    meta_trained_runs,
     method_explanation,
     method_title,
     save_prototype_run,
@@ -39,7 +41,7 @@ def job_board() -> dict[str, Job]:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def get_bank(data: str, backbone: str, image_size: int) -> FeatureBank:
+def get_bank(data: str, backbone: str, image_size: int | None) -> FeatureBank:
     """Features of every image of a dataset, shared by every session (prototypes for any k are then instant)."""
     return feature_bank(data, backbone, image_size)
 
@@ -53,19 +55,22 @@ def dataset_ui() -> str:
     return str(SAMPLE_DATASETS[SAMPLE])
 
 
-def model_ui() -> tuple[str, int]:
+def model_ui() -> tuple[str, int | None]:
     left, right = st.columns(2)
     backbone = left.text_input("Backbone (frozen, pretrained)", "tf_efficientnet_lite0", key="fewshot_backbone",
                                help="Any timm model; prototypes need pretrained weights to mean anything.")
-    size = right.number_input("Image size (px)", 32, 512, 160, step=32, key="fewshot_size")
-    return backbone.strip(), int(size)
+    size = right.number_input("Image size (px)", 32, 512, None, step=32, key="fewshot_size",
+                              placeholder="the backbone's own", help="Empty: the size the backbone was pretrained "
+                              "at (224 px for tf_efficientnet_lite0). Prototypes run the backbone once per image, so "
+                              "even a CPU can afford it; smaller is quicker and usually less accurate.")
+    return backbone.strip(), None if size is None else int(size)
 
 
 # -------------------------------------------------------------------------------------------------------------------
 # Instant prototypes
 
 
-def prototypes_ui(data: str, backbone: str, size: int) -> None:
+def prototypes_ui(data: str, backbone: str, size: int | None) -> None:
     st.subheader("Instant prototypes")
     st.caption(method_explanation("prototypes"))
     key = (data, backbone, size)
@@ -106,7 +111,16 @@ def prototypes_ui(data: str, backbone: str, size: int) -> None:
 # Data-efficiency curve
 
 
-def curve_settings_ui(data: str, backbone: str, size: int) -> CurveConfig | None:
+def meta_run_ui(column) -> str:
+    """A meta-trained run whose backbone adds a line of prototypes to the curve, or "" for none."""
+    found = {str(r.dir): choices.run_label(r) for r in meta_trained_runs(get_registry().records(person()))}
+    help_text = method_explanation(META_PROTOTYPES) + (
+        "" if found else " No meta-trained run yet: train one with the prototypical-networks strategy (Model page).")
+    return column.selectbox(f"Also: {method_title(META_PROTOTYPES).lower()}", ["", *found], key="curve_meta_run",
+                            format_func=lambda d: found.get(d, "no"), help=help_text)
+
+
+def curve_settings_ui(data: str, backbone: str, size: int | None) -> CurveConfig | None:
     with st.form("curve_settings"):
         left, right = st.columns(2)
         shots = left.multiselect("Images per class", list(DEFAULT_SHOTS), default=list(DEFAULT_SHOTS),
@@ -114,12 +128,14 @@ def curve_settings_ui(data: str, backbone: str, size: int) -> CurveConfig | None
         methods = right.multiselect("Methods", list(METHODS), default=list(METHODS), key="curve_methods",
                                     format_func=method_title)
         epochs = left.number_input("Epochs per trained method", 1, 100, 3, key="curve_epochs")
+        meta_run = meta_run_ui(right)
         submitted = st.form_submit_button("Measure the curve", type="primary")
     if not submitted:
         return None
     try:
         return CurveConfig(data=data, backbone=backbone, shots=tuple(shots), methods=tuple(methods),
-                           epochs=int(epochs), image_size=size, runs_dir=str(get_registry().runs_dir))
+                           epochs=int(epochs), image_size=size, runs_dir=str(get_registry().runs_dir),
+                           meta_run=meta_run)
     except ValueError as error:
         st.error(str(error))
         return None
@@ -152,7 +168,15 @@ def curve_panel(job_id: str) -> None:
     draw_curve(list(job.items), None, "live_curve")
 
 
-def curve_ui(data: str, backbone: str, size: int) -> None:
+def curve_sizes(curve: dict) -> str:
+    """'64 px', or each method's size when they differ (prototypes at the backbone's own size by default)."""
+    sizes = curve.get("image_sizes") or {}
+    if len(set(sizes.values())) <= 1:
+        return f"{curve['image_size']} px"
+    return ", ".join(f"{method_title(m).lower()} {px} px" for m, px in sizes.items())
+
+
+def curve_ui(data: str, backbone: str, size: int | None) -> None:
     st.subheader("How many images do I need?")
     st.caption("For each number of training images per class, every method is trained (or, for prototypes, "
                "computed) on the same images and scored on the same validation images. Many runs: this takes a "
@@ -169,7 +193,7 @@ def curve_ui(data: str, backbone: str, size: int) -> None:
     if not running:
         curve = latest_curve(get_registry().runs_dir)
         if curve and curve["points"]:
-            st.caption(f"Latest curve: {curve['backbone']} at {curve['image_size']} px, {curve['epochs']} epochs per "
+            st.caption(f"Latest curve: {curve['backbone']} at {curve_sizes(curve)}, {curve['epochs']} epochs per "
                        f"trained method, {curve['val_images']} validation images, measured {curve['created']}.")
             draw_curve(curve["points"], curve["chance"], "saved_curve")
 

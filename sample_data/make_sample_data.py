@@ -9,13 +9,24 @@ alone, and JPEGs are saved with fixed settings and no metadata.
   a small CNN trained from scratch on ~190 of these images struggles, while ImageNet features cope well.
 - `shapes_shifted`: the same classes drawn as thick dark outlines on light, textured paper with pencil marks,
   nearly grayscale. A model trained on `shapes` should do worse here, but well above chance.
+
+Two more layouts of the `shapes` images, for multi-task learning, are written only when asked (they are not
+committed; tests write them into a temporary folder):
+
+- `--nested`: `shapes_nested/<coarse>/<fine>/`, coarse "convex" (circle, square, triangle) or "concave" (star,
+  cross), fine the shape. Convexity is a real geometric property the shapes share or not (a star and a cross have
+  corners pointing inwards), and the split is nearly balanced (3 shapes to 2), unlike curved versus straight (1 to
+  4), which the health report would flag as imbalanced.
+- `--two-labels`: `shapes_two_labels/images/` plus `labels.csv` with two label columns, `label` (the shape) and
+  `group` (convex / concave), the group left blank for every fourth image of each shape (not the same
+  quarter for every shape, so the validation images too have a few blanks).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +39,9 @@ SUPERSAMPLE = 2  # draw at 2x then downsample: anti-aliased edges without relyin
 JPEG_QUALITY = 88
 SHAPES_SEED = 2024
 SHIFTED_SEED = 7331
+GROUPS = {"circle": "convex", "square": "convex", "triangle": "convex", "star": "concave", "cross": "concave"}
+"""The coarse class of each shape in the multi-task layouts: convex or not (inward corners)."""
+BLANK_GROUP_EVERY = 4  # in shapes_two_labels, every fourth image of each shape has no group label
 
 Canvas = np.ndarray  # float32 array (H, W, 3) with values in 0..255, at SUPERSAMPLE resolution
 
@@ -277,25 +291,49 @@ def render_sketch(name: str, rng: np.random.Generator) -> Image.Image:
     return finish(canvas, rng, noise_sigma=rng.uniform(3, 5))
 
 
+def save_jpeg(image: Image.Image, path: Path) -> None:
+    """Fixed quality and no optimize/progressive/EXIF: identical bytes on every run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False, subsampling="4:2:0")
+
+
+def shape_images(render: Callable[[str, np.random.Generator], Image.Image], seed: int, images_per_class: int
+                 ) -> Iterator[tuple[str, str, Image.Image]]:
+    """(class, number within the class, file name, image) for every image of a dataset, in a fixed order."""
+    for class_index, name in enumerate(CLASSES):
+        for i in range(images_per_class):
+            # One RNG per image: changing IMAGES_PER_CLASS leaves the images that remain unchanged.
+            rng = np.random.default_rng([seed, class_index, i])
+            yield name, i, f"{name}_{i:03d}.jpg", render(name, rng)
+
+
 def write_dataset(folder: Path, render: Callable[[str, np.random.Generator], Image.Image], seed: int) -> None:
     """Delete `folder`, then write IMAGES_PER_CLASS images per class into `folder/<class>/<class>_NNN.jpg`."""
     shutil.rmtree(folder, ignore_errors=True)
-    for class_index, name in enumerate(CLASSES):
-        class_dir = folder / name
-        class_dir.mkdir(parents=True)
-        for i in range(IMAGES_PER_CLASS):
-            # One RNG per image: changing IMAGES_PER_CLASS leaves the images that remain unchanged.
-            rng = np.random.default_rng([seed, class_index, i])
-            image = render(name, rng)
-            # Fixed quality and no optimize/progressive/EXIF: identical bytes on every run.
-            image.save(
-                class_dir / f"{name}_{i:03d}.jpg",
-                "JPEG",
-                quality=JPEG_QUALITY,
-                optimize=False,
-                progressive=False,
-                subsampling="4:2:0",
-            )
+    for name, _, file_name, image in shape_images(render, seed, IMAGES_PER_CLASS):
+        save_jpeg(image, folder / name / file_name)
+
+
+def write_nested(folder: Path, images_per_class: int = IMAGES_PER_CLASS) -> None:
+    """Delete `folder`, then write the `shapes` images (the same bytes) as `folder/<coarse>/<shape>/<file>`, coarse
+    being the shape's GROUPS entry: two tasks in nested folders."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for name, _, file_name, image in shape_images(render_cluttered, SHAPES_SEED, images_per_class):
+        save_jpeg(image, folder / GROUPS[name] / name / file_name)
+
+
+def write_two_labels(folder: Path, images_per_class: int = IMAGES_PER_CLASS) -> None:
+    """Delete `folder`, then write the `shapes` images into `folder/images/` and `folder/labels.csv` with columns
+    filename, label (the shape) and group (its GROUPS entry, blank for every BLANK_GROUP_EVERY-th image of each
+    shape): two tasks in one label file, the second not known for every image."""
+    shutil.rmtree(folder, ignore_errors=True)
+    rows = ["filename,label,group"]
+    for name, number, file_name, image in shape_images(render_cluttered, SHAPES_SEED, images_per_class):
+        save_jpeg(image, folder / "images" / file_name)
+        blank = (number + CLASSES.index(name)) % BLANK_GROUP_EVERY == BLANK_GROUP_EVERY - 1
+        group = "" if blank else GROUPS[name]
+        rows.append(f"images/{file_name},{name},{group}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
 
 
 def main() -> None:
@@ -304,9 +342,22 @@ def main() -> None:
         "--out",
         type=Path,
         default=Path(__file__).parent,
-        help="folder to write shapes/ and shapes_shifted/ into (default: next to this script)",
+        help="folder to write the datasets into (default: next to this script)",
     )
-    out = parser.parse_args().out
+    parser.add_argument("--nested", action="store_true",
+                        help="write only shapes_nested/ (<convex|concave>/<shape>/ folders: two tasks)")
+    parser.add_argument("--two-labels", action="store_true",
+                        help="write only shapes_two_labels/ (images/ and labels.csv with label and group columns)")
+    args = parser.parse_args()
+    out = args.out
+    if args.nested:
+        write_nested(out / "shapes_nested")
+        print(f"wrote {len(CLASSES) * IMAGES_PER_CLASS} images under {out / 'shapes_nested'}")
+    if args.two_labels:
+        write_two_labels(out / "shapes_two_labels")
+        print(f"wrote {len(CLASSES) * IMAGES_PER_CLASS} images and labels.csv under {out / 'shapes_two_labels'}")
+    if args.nested or args.two_labels:
+        return
     write_dataset(out / "shapes", render_cluttered, SHAPES_SEED)
     write_dataset(out / "shapes_shifted", render_sketch, SHIFTED_SEED)
     print(f"wrote {2 * len(CLASSES) * IMAGES_PER_CLASS} images under {out}")

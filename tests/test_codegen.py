@@ -139,6 +139,7 @@ CASES = [
     ("l2sp", {"patience": 2}, "folder"),
     ("bitfit", {"bitfit_norms": False, "augment": "none"}, "folder"),
     ("lpft", {"probe_epochs": 2}, "folder"),
+    ("protonet", {"proto_shots": 2, "proto_queries": 2, "proto_episodes": 2}, "folder"),
 ]
 THREE = ("circle", "cross", "square")
 

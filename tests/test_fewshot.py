@@ -43,6 +43,14 @@ def test_prototypes_from_five_images_per_class_are_far_above_chance(lite0_bank):
     assert sum(map(sum, result.confusion_matrix)) == len(lite0_bank.val)
 
 
+def test_prototypes_use_the_backbones_native_size_unless_one_is_chosen(lite0_bank):
+    # a prototype pass runs the backbone once per image: the CPU's smaller training default does not apply
+    one_each = sample_shots(open_dataset(SHAPES).train, 1)
+    native = feature_bank(str(SHAPES), "tf_efficientnet_lite0", train_samples=one_each)
+    assert native.image_size == native.model_info["image_size"] == 224
+    assert lite0_bank.image_size == lite0_bank.model_info["image_size"] == SMALL
+
+
 def test_a_prototype_run_predicts_with_its_recorded_accuracy(tmp_path):
     run_dir, result = prototype_run(str(SHAPES), "tf_efficientnet_lite0", 5, tmp_path, image_size=SMALL)
     record = runs.load_run(run_dir)
@@ -94,6 +102,7 @@ def test_the_curve_has_one_point_per_method_and_k(tmp_path):
             run_dir = tmp_path / "data-efficiency" / curve["id"] / "runs" / point["run_id"]
             assert runs.load_run(run_dir).facts["num_val"] == curve["val_images"]
     assert (tmp_path / "data-efficiency" / curve["id"] / CURVE_FILE).exists()
+    assert {p["image_size"] for p in curve["points"]} == {64}  # a size chosen holds for every method
     table = charts.data_efficiency_table(curve["points"])
     assert table.shape == (4, 2)
     figure = charts.data_efficiency_figure(curve["points"], curve["chance"])
@@ -108,3 +117,5 @@ def test_bad_shots_and_methods_are_refused():
         parse_shots("five")
     with pytest.raises(ValueError, match="--methods"):
         CurveConfig(data=str(SHAPES), methods=("prototypes", "magic"))
+    with pytest.raises(ValueError, match="--meta-run .* is not a run folder"):
+        CurveConfig(data=str(SHAPES), meta_run="runs/no-such-run")

@@ -15,7 +15,9 @@ ROWS = [
     "Precision and memory format the engine trains in", "Training step alone, random batches: images/s",
     "Engine, full fine-tune: training images/s", "Plain timm + torch loop: training images/s", "Engine vs plain",
     "Val accuracy after the last epoch, engine / plain (sanity)", "Engine's peak memory", "Too-large batch",
-    "Memory given back after it", "Next run after it", "Two runs queued on one GPU", "Whole check",
+    "Memory given back after it", "Next run after it", "Two runs queued on one GPU",
+    "torch.compile, training step: compiled vs uncompiled", "torch.compile, feature pass: compiled vs uncompiled",
+    "Whole check",
 ]
 
 

@@ -244,6 +244,11 @@ def test_every_module_is_in_a_declared_layer_and_every_layer_exists(graph):
     assert set(modules) >= CLI_MODULES, f"the cli layer is the modules {sorted(CLI_MODULES)}"
 
 
+def test_the_lessons_sit_above_deploy_and_below_the_cli():
+    """A lesson queues runs, analyses and compresses them: it may use every library layer, and only the CLI above."""
+    assert LAYERS.index("deploy") < LAYERS.index("lessons") < LAYERS.index("cli")
+
+
 def test_no_import_circle(graph):
     found = circles(*graph)
     assert not found, "Import circles in workbench/ (break them by moving the shared piece to a lower module):\n" + \
@@ -338,7 +343,7 @@ def test_the_package_init_may_import_nothing_and_every_module_needs_a_layer(tmp_
 # No strategy named where the contract speaks for them
 
 NO_STRATEGY_NAMES = ["workbench/engine", "workbench/deploy/codegen.py", "workbench/analysis/estimate.py", "pages",
-                     "ui_common.py"]
+                     "ui_common.py", "ui_lessons.py"]
 
 
 @dataclass(frozen=True)

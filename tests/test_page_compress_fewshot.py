@@ -84,3 +84,18 @@ def test_few_shot_page_draws_the_latest_curve(runs_dir):
     table = at.dataframe[0].value
     assert list(table.index) == ["prototypes", "scratch"] and list(table.columns) == ["1", "5"]
     assert "Latest curve: test_resnet" in _texts(at)
+
+
+def test_few_shot_page_sizes_prototypes_like_the_backbone_and_offers_a_meta_trained_backbone(runs_dir):
+    meta = Run(RunConfig(data=str(SHAPES), backbone="test_resnet", strategy="protonet", epochs=1, image_size=32,
+                         runs_dir=str(runs_dir), options={"proto_episodes": 2, "proto_shots": 2,
+                                                          "proto_queries": 2})).run()
+    assert meta.status == "finished", meta.error
+    at = AppTest.from_file(FEWSHOT_PAGE, default_timeout=TIMEOUT)
+    at.session_state[DATASET] = str(SHAPES)
+    at.run()
+    assert not at.exception
+    assert at.number_input(key="fewshot_size").value is None  # the backbone's own size unless one is chosen
+    offered = at.selectbox(key="curve_meta_run")
+    assert offered.options[0] == "no" and len(offered.options) == 2
+    assert "protonet" in offered.options[1]

@@ -147,3 +147,20 @@ def test_choices_survive_a_visit_to_another_page():
     at.switch_page("pages/2_model.py").run()
     assert not at.exception
     assert at.radio(key="model.strategy").value == "partial" and at.slider(key="model.freeze_depth").value == 7
+
+
+def test_the_backbone_list_filters_by_family_and_size_and_says_which_are_pretrained_here():
+    at = model_page()
+    at.text_input(key="model.query").set_value("tf_efficientnet_lite").run()
+    at.multiselect(key="model.families").set_value(["efficientnet"]).run()
+    at.number_input(key="model.max_params").set_value(5.0).run()
+    assert not at.exception
+    picker = at.selectbox(key="model.backbone")
+    assert picker.options == ["tf_efficientnet_lite0   ✅ bundled"]  # lite0 has 4.7 M parameters, lite1 5.4 M
+    at.number_input(key="model.max_params").set_value(0.0).run()
+    at.toggle(key="model.catalogue").set_value(True).run()
+    table = at.dataframe[0].value.set_index("model")
+    assert table.loc["tf_efficientnet_lite2", "pretrained weights here"] == "yes"
+    assert table.loc["tf_efficientnet_lite4", "pretrained weights here"].startswith("no")
+    assert set(table["family"]) == {"efficientnet"}
+    assert table.loc["tf_efficientnet_lite0", "parameters (M)"] < table.loc["tf_efficientnet_lite4", "parameters (M)"]

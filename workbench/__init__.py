@@ -12,10 +12,11 @@ It is built in layers, lowest first; a module imports only from its own layer or
 - `runs`: run folders read back as typed records, the registry that queues and trains runs, background jobs.
 - `analysis`: charts, insight into a trained model, time estimates, few-shot prototypes.
 - `deploy`: export zips, "show me the code" scripts, compressed variants.
+- `lessons`: ready-made experiments that teach transfer learning, explained from their own runs' numbers.
 - `cli`: the command line (`cli.py`, `__main__.py`).
 
 This module imports nothing, so any layer may read `LAYERS`.
 """
 
-LAYERS = ("core", "data", "models", "strategies", "engine", "runs", "analysis", "deploy", "cli")
+LAYERS = ("core", "data", "models", "strategies", "engine", "runs", "analysis", "deploy", "lessons", "cli")
 """The layers, lowest first: `workbench.<layer>` (a sub-package, or for `cli` the modules `cli` and `__main__`)."""

@@ -20,6 +20,7 @@ from workbench.analysis import insight
 from workbench.analysis.charts import data_efficiency_table, runs_table, tradeoff_table
 from workbench.analysis.fewshot import METHODS, CurveConfig, data_efficiency, parse_shots, prototype_run
 from workbench.data import DataError
+from workbench.deploy import tradeoff
 from workbench.deploy.codegen import script_for_run
 from workbench.deploy.compress import CompressConfig, compress_run, config_help, progress_printer
 from workbench.deploy.export import export_zip, read_report
@@ -182,22 +183,27 @@ def held_out_result(summary: dict) -> str:
     return "test accuracy: no test set (add a test/ folder beside train/, or use --test-fraction)"
 
 
+DEFAULT_RACE = "linear_probe,partial,full,gradual,discriminative,l2sp,scratch"
 RACE_COLUMNS = ["strategy", "freeze depth", "epochs", "image size", "val accuracy", "test accuracy",
                 "trainable params", "time s", "images/s", "weight source", "status"]
 BEST_IS_HIGHEST = {"val accuracy": True, "trainable params": False, "time s": False, "images/s": True}
 """Bold marks the best of these; never of "test accuracy": the best run is chosen on validation alone."""
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """A markdown table with the best value of each comparable column in bold."""
+def markdown_table(table: pd.DataFrame, best_is_highest: dict[str, bool] | None = None) -> str:
+    """A markdown table with the best value of each comparable column in bold (`best_is_highest`: column -> whether
+    its best is its highest; default BEST_IS_HIGHEST, the race's)."""
     shown = table.copy().astype(object)
-    for column, highest in BEST_IS_HIGHEST.items():
+    for column, highest in (best_is_highest or BEST_IS_HIGHEST).items():
+        if column not in table:
+            continue
         values = pd.to_numeric(table[column], errors="coerce")
         if values.notna().any():
             best = values.max() if highest else values.min()
             shown[column] = [f"**{v}**" if v == best else v for v in shown[column]]
     for column in ("val accuracy", "test accuracy"):
-        shown[column] = [_percent(v) for v in shown[column]]
+        if column in shown:
+            shown[column] = [_percent(v) for v in shown[column]]
     return shown.to_markdown(index=False)
 
 
@@ -226,12 +232,13 @@ def _wait_for(runs_to_wait: list[Run], registry: RunRegistry) -> None:
             run.wait()
 
 
-def _report_many(runs_done: list[Run], args: argparse.Namespace, title: str) -> int:
+def _report_many(runs_done: list[Run], args: argparse.Namespace, title: str,
+                 columns: list[str] | None = None) -> int:
     records = [load_run(run.dir) if run.dir.exists() else None for run in runs_done]
     for run, record in zip(runs_done, records, strict=True):
         if record is None:
-            print(f"  {run.config.strategy}: {run.status}: {run.error}", file=sys.stderr)
-    table = runs_table([r for r in records if r is not None])[RACE_COLUMNS]
+            print(f"  {run.config.backbone} · {run.config.strategy}: {run.status}: {run.error}", file=sys.stderr)
+    table = runs_table([r for r in records if r is not None])[columns or RACE_COLUMNS]
     text = f"{title}\n\n{markdown_table(table)}\n"
     if table["test accuracy"].notna().any():
         text += ("\nBold: the best of a column. Pick a run by validation accuracy; test accuracy was measured once, "
@@ -249,19 +256,69 @@ def registry_for(args: argparse.Namespace, config: RunConfig) -> RunRegistry:
     return RunRegistry(config.runs_path(), backend=RayBackend(args.ray_address) if args.ray_address else None)
 
 
+def _where(registry: RunRegistry) -> str:
+    if isinstance(registry.backend, RayBackend):
+        return f"the Ray cluster at {registry.backend.address}"
+    return f"{os.cpu_count()} CPU cores{', CUDA' if torch.cuda.is_available() else ''}"
+
+
 def cmd_race(args: argparse.Namespace) -> int:
+    if args.backbones:
+        return _backbone_race(args)
     config = config_from_args(args)
     registry = registry_for(args, config)
-    runs_started = registry.race(config, [s.strip() for s in args.strategies.split(",") if s.strip()])
+    runs_started = registry.race(config, _comma_list(args.strategies or DEFAULT_RACE))
     for run in runs_started:
         run.subscribe(ProgressPrinter(prefix=f"[{run.config.strategy}] "))
     _wait_for(runs_started, registry)
     first = runs_started[0].config
-    where = f"the Ray cluster at {registry.backend.address}" if isinstance(registry.backend, RayBackend) else \
-        f"{os.cpu_count()} CPU cores{', CUDA' if torch.cuda.is_available() else ''}"
     title = (f"Strategy race on `{Path(first.data).name}` with `{first.backbone}`, {time.strftime('%Y-%m-%d')}, "
-             f"{where}, torch {torch.__version__}")
+             f"{_where(registry)}, torch {torch.__version__}")
     return _report_many(runs_started, args, title)
+
+
+BACKBONE_COLUMNS = ["model", "weights", "parameters", "MACs (M)", "size MB", "latency ms", "CPU ms", "train s",
+                    "val accuracy", "test accuracy", "Pareto front"]
+BACKBONE_BEST = {"val accuracy": True, "parameters": False, "MACs (M)": False, "size MB": False, "latency ms": False,
+                 "CPU ms": False, "train s": False}
+
+
+def _backbone_race(args: argparse.Namespace) -> int:
+    """Every backbone (times every strategy) at one budget; then the runs, their trade-off table and the advice."""
+    config = config_from_args(args)
+    registry = registry_for(args, config)
+    strategies = _comma_list(args.strategies) or [config.strategy]
+    started = time.perf_counter()
+    runs_started = registry.backbone_race(config, _comma_list(args.backbones), strategies)
+    grid = len(strategies) > 1
+    for run in runs_started:
+        name = f"{run.config.backbone} · {run.config.strategy}" if grid else run.config.backbone
+        run.subscribe(ProgressPrinter(prefix=f"[{name}] "))
+    _wait_for(runs_started, registry)
+    seconds = time.perf_counter() - started
+    first = runs_started[0].config
+    epochs = f"{first.epochs} epoch{'s' if first.epochs != 1 else ''}"
+    title = (f"Backbone race on `{Path(first.data).name}` ({', '.join(strategies)}; {epochs}, seed "
+             f"{first.seed}), {time.strftime('%Y-%m-%d')}, {_where(registry)}, torch {torch.__version__}; "
+             f"{seconds:.0f} s in all")
+    code = _report_many(runs_started, args, title, ["backbone", *RACE_COLUMNS])
+    print("Measuring each saved model on this computer (latency, size, MACs)…", flush=True)
+    points = tradeoff.points_for_runs([run.dir for run in runs_started if run.dir.exists()])
+    if not points:
+        print("No run finished with a model to measure.", file=sys.stderr)
+        return 1
+    table = markdown_table(tradeoff.tradeoff_table(points)[BACKBONE_COLUMNS], BACKBONE_BEST)
+    text = (f"\nTrade-off of the saved models: latency is the median of {tradeoff.LATENCY_REPEATS} single-image "
+            f"forwards on this computer's CPU ({tradeoff.LATENCY_THREADS} thread; CPU ms: that thread's CPU time), "
+            f"size is the model file on disk, MACs at the run's image size.\n\n{table}\n\n"
+            f"{tradeoff.advice(points)}\n")
+    busy = tradeoff.busy_note(points)
+    text += f"\n{busy}\n" if busy else ""
+    print(text)
+    if args.markdown:
+        with Path(args.markdown).open("a") as out:
+            out.write(text)
+    return code
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -449,10 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--max-lr", type=float, default=1.0)
     lr_find.add_argument("--steps", type=int, default=40, help="optimisation steps in the sweep")
     lr_find.set_defaults(func=cmd_lr_find)
-    race = sub.add_parser("race", help="the same data and backbone under several strategies, then a table")
+    race = sub.add_parser("race", help="the same data and backbone under several strategies (or several backbones "
+                                       "with --backbones), then a table")
     add_config_arguments(race)
-    race.add_argument("--strategies", default="linear_probe,partial,full,gradual,discriminative,l2sp,scratch",
-                      help="comma-separated strategy names")
+    race.add_argument("--strategies", help=f"comma-separated strategy names (default: {DEFAULT_RACE}; with "
+                                           "--backbones: the --strategy)")
+    race.add_argument("--backbones", help="comma-separated timm models to race on the same data, seed and epochs "
+                                          "(with --strategies: every backbone with every strategy); prints the "
+                                          "trade-off of accuracy, latency and size, and which backbone to use")
     race.add_argument("--markdown", help="also write the result table to this markdown file")
     race.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     race.set_defaults(func=cmd_race)
@@ -556,7 +617,8 @@ def cmd_prototypes(args: argparse.Namespace) -> int:
 def cmd_data_efficiency(args: argparse.Namespace) -> int:
     config = CurveConfig(data=args.data, backbone=args.backbone, shots=args.shots,
                          methods=tuple(_comma_list(args.methods)), epochs=args.epochs, image_size=args.image_size,
-                         seed=args.seed, val_fraction=args.val_fraction, weights=args.weights, runs_dir=args.runs_dir)
+                         seed=args.seed, val_fraction=args.val_fraction, weights=args.weights, runs_dir=args.runs_dir,
+                         meta_run=args.meta_run or "")
 
     def show_point(point: dict) -> None:
         print(f"  {point['method']} with {point['images_per_class']:g} per class: "
@@ -569,7 +631,9 @@ def cmd_data_efficiency(args: argparse.Namespace) -> int:
         print("\nStopped.", file=sys.stderr)
         return 1
     table = data_efficiency_table(curve["points"]).map(lambda v: f"{v:.1%}" if pd.notna(v) else "–")
-    title = (f"Data efficiency on `{Path(config.data).name}` with `{config.backbone}` at {curve['image_size']} px, "
+    sizes = sorted(set(curve.get("image_sizes", {}).values()) or {curve["image_size"]})
+    title = (f"Data efficiency on `{Path(config.data).name}` with `{config.backbone}` at "
+             f"{' / '.join(map(str, sizes))} px, "
              f"{config.epochs} epochs per trained method, {curve['val_images']} validation images (the same for "
              f"every point), chance {curve['chance']:.0%}; {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, "
              f"torch {torch.__version__}")
@@ -579,6 +643,11 @@ def cmd_data_efficiency(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(text)
         print(f"table written to {args.markdown}")
     return 0 if all(p["status"] == "finished" for p in curve["points"]) else 1
+
+
+def _curve_help(name: str) -> str:
+    """A data-efficiency setting's help text, from `CurveConfig`'s own field."""
+    return next(f.metadata["help"] for f in dataclasses.fields(CurveConfig) if f.name == name)
 
 
 def _add_compress_fewshot_commands(sub: argparse._SubParsersAction) -> None:
@@ -616,6 +685,7 @@ def _add_compress_fewshot_commands(sub: argparse._SubParsersAction) -> None:
             parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
             parser.add_argument("--epochs", type=int, default=5, help="epochs of every trained method")
             parser.add_argument("--markdown", help="also write the result table to this markdown file")
+            parser.add_argument("--meta-run", help=_curve_help("meta_run"))
 
 
 def main(argv: list[str] | None = None) -> int:

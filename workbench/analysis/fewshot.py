@@ -11,8 +11,12 @@ A prototype classifier is a linear head: logits = f . p_c = |f| cos(f, p_c), who
 prototype. So it is saved as an ordinary run (the backbone with the normalised prototypes as its classifier's
 weights, no bias): it appears on Compare, predicts on Predict, exports and compresses like any trained run.
 
+Prototypes run the backbone once per image, so they use its native input size on every device unless a size is
+chosen (the CPU's smaller training default exists for strategies that run the backbone on every image every epoch).
+
 The data-efficiency curve: for k in (1, 2, 5, 10, all) training images per class, the validation accuracy of
-prototypes, a linear probe, partial fine-tuning and training from scratch, all on one fixed validation split. Each
+prototypes, a linear probe, partial fine-tuning and training from scratch, all on one fixed validation split; and,
+given a meta-trained run (`strategies.protonet`), prototypes on that run's backbone instead of the pretrained one. Each
 k-shot training set is a folder of links (`train/<class>/...` with k images, `val/<class>/...` with the fixed
 validation images), trained through the normal engine (`train.Run`). The k images of a class are the first k of one
 seeded shuffle, so the 2-shot set contains the 1-shot set and so on: the curve measures more data, not other data.
@@ -42,11 +46,16 @@ from workbench.data import ImageCache, ImageDataset, Sample, eval_transform, ope
 from workbench.engine import Run
 from workbench.engine.config import RunConfig
 from workbench.models.backbones import create_backbone, data_config
+from workbench.models.trained import load_model
 from workbench.runs.jobs import Reporter
+from workbench.runs.records import RunRecord, load_run
 from workbench.runs.registry import planned_config
 from workbench.strategies import STRATEGIES
+from workbench.strategies.protonet import ProtoNet, class_prototypes
 
 PROTOTYPES = "prototypes"
+META_PROTOTYPES = "meta_prototypes"
+"""The curve's extra line when given a meta-trained run: prototypes on that run's backbone."""
 TRAINED_METHODS = ("linear_probe", "partial", "scratch")
 METHODS = (PROTOTYPES, *TRAINED_METHODS)
 ALL = "all"
@@ -63,12 +72,23 @@ PROTOTYPES_EXPLANATION = (
     "first thing to try when you only have a handful of photos.")
 
 
+META_PROTOTYPES_EXPLANATION = (
+    "Prototypes again, without any training on these images, but on a backbone that was meta-trained (a "
+    "prototypical-networks run) to make prototypes work from few examples. If that run practised on the very classes "
+    "of this curve, it has already seen all their training images, so its line says what those images taught, not "
+    "how few images suffice; its held-out classes are the fair test.")
+
+
 def method_explanation(name: str) -> str:
     """The plain-language paragraph for a curve method (the trained ones are the strategies' own)."""
+    if name == META_PROTOTYPES:
+        return META_PROTOTYPES_EXPLANATION
     return PROTOTYPES_EXPLANATION if name == PROTOTYPES else STRATEGIES[name].explanation
 
 
 def method_title(name: str) -> str:
+    if name == META_PROTOTYPES:
+        return "Prototypes on a meta-trained backbone"
     return "Prototypes (nearest class mean)" if name == PROTOTYPES else STRATEGIES[name].title
 
 
@@ -108,9 +128,15 @@ class FeatureBank:
         return min(sum(1 for s in self.train if s.label == c) for c in range(len(self.class_names)))
 
 
-def resolved_image_size(backbone: str, image_size: int | None) -> int:
-    """The image size training would use for this backbone on this device (CPU: at most 160 px)."""
-    return planned_config(RunConfig(data="", backbone=backbone, image_size=image_size)).image_size
+def resolved_image_size(backbone: str, image_size: int | None, strategy: str | None = None) -> int:
+    """The image size a run of `strategy` (the default one if None) would use for this backbone on this device."""
+    chosen = {"strategy": strategy} if strategy else {}
+    return planned_config(RunConfig(data="", backbone=backbone, image_size=image_size, **chosen)).image_size
+
+
+def native_image_size(model: torch.nn.Module) -> int:
+    """The input size the backbone's pretrained weights were made for (224 px for tf_efficientnet_lite0)."""
+    return data_config(model)["input_size"][-1]
 
 
 @torch.inference_mode()
@@ -129,28 +155,69 @@ def feature_bank(data: str | Path, backbone: str = "tf_efficientnet_lite0", imag
                  weights: str = "auto", val_fraction: float = 0.2, seed: int = 0,
                  train_samples: Sequence[Sample] | None = None, reporter: Reporter | None = None) -> FeatureBank:
     """Features of the dataset's validation images and of its training images (or only `train_samples`), from the
-    frozen backbone with its best pretrained weights, preprocessed exactly as training evaluates images."""
-    reporter = reporter or Reporter()
+    frozen backbone with its best pretrained weights at `image_size` (default: its native size), preprocessed
+    exactly as training evaluates images."""
     started = time.perf_counter()
     dataset = open_dataset(data, val_fraction, seed)
-    size = resolved_image_size(backbone, image_size)
     model, source = create_backbone(backbone, len(dataset.class_names), weights)
-    model.eval().to(memory_format=torch.channels_last)
     cfg = data_config(model)
-    crop_pct = cfg.get("crop_pct", 0.875) or 0.875
-    cache = ImageCache(round(size / crop_pct))
-    normalize = Normalizer(cfg["mean"], cfg["std"], torch.device("cpu"))
+    size = image_size or native_image_size(model)
+    info = {"backbone": backbone, "class_names": dataset.class_names, "image_size": size, "mean": list(cfg["mean"]),
+            "std": list(cfg["std"]), "crop_pct": cfg.get("crop_pct", 0.875) or 0.875,
+            "interpolation": cfg.get("interpolation", "bicubic")}
+    bank = _bank(data, dataset, model, info, source.to_dict(), val_fraction, seed, train_samples, reporter)
+    bank.seconds = round(time.perf_counter() - started, 2)
+    return bank
+
+
+def _bank(data: str | Path, dataset: ImageDataset, model: torch.nn.Module, info: dict, weights: dict,
+          val_fraction: float, seed: int, train_samples: Sequence[Sample] | None = None,
+          reporter: Reporter | None = None) -> FeatureBank:
+    """The features of `dataset`'s images through `model`, preprocessed as `info` (a model.json) says."""
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    model.eval().to(memory_format=torch.channels_last)
+    size = info["image_size"]
+    cache = ImageCache(round(size / info["crop_pct"]))
+    normalize = Normalizer(info["mean"], info["std"], torch.device("cpu"))
     train = list(train_samples) if train_samples is not None else dataset.train
     crop = eval_transform(size)
-    info = {"backbone": backbone, "class_names": dataset.class_names, "image_size": size, "mean": list(cfg["mean"]),
-            "std": list(cfg["std"]), "crop_pct": crop_pct, "interpolation": cfg.get("interpolation", "bicubic")}
     return FeatureBank(
-        data=str(data), backbone=backbone, image_size=size, class_names=dataset.class_names,
-        weights=source.to_dict(), train=train,
+        data=str(data), backbone=info["backbone"], image_size=size, class_names=dataset.class_names,
+        weights=weights, train=train,
         train_features=_features(model, train, cache, crop, normalize, reporter, "training"),
         val=dataset.val, val_features=_features(model, dataset.val, cache, crop, normalize, reporter, "validation"),
         val_fraction=val_fraction, seed=seed, model=model, model_info=info,
         seconds=round(time.perf_counter() - started, 2))
+
+
+def meta_trained_runs(records: list[RunRecord]) -> list[RunRecord]:
+    """Runs whose backbone was meta-trained for prototypes (finished, with a saved model), newest first."""
+    return [r for r in records if r.strategy == ProtoNet.name and r.status == "finished" and r.has_model]
+
+
+def meta_feature_bank(run_dir: str | Path, data: str | Path, val_fraction: float = 0.2, seed: int = 0,
+                      reporter: Reporter | None = None) -> FeatureBank:
+    """`feature_bank` of `data` through the backbone of a meta-trained run (at the run's image size and
+    preprocessing). ValueError when that run trained on any of this split's validation images: its prototypes
+    would then be scored on images the backbone learned from."""
+    started = time.perf_counter()
+    record = load_run(run_dir)
+    dataset = open_dataset(data, val_fraction, seed)
+    if record.split is not None:
+        trained = {s.path.resolve() for s in record.split.open().train}
+        seen = [s for s in dataset.val if s.path.resolve() in trained]
+        if seen:
+            raise ValueError(f"Run {record.id} meta-trained on {len(seen)} of this curve's validation images (e.g. "
+                             f"{seen[0].path.name}): it split the data another way. Use the run's own seed and "
+                             "validation share for the curve, or a run trained on other data.")
+    loaded = load_model(run_dir)
+    info = {**loaded.info, "class_names": dataset.class_names}
+    bank = _bank(data, dataset, loaded.model, info, {"kind": "run", "pretrained": True, "detail": record.id,
+                                                     "description": f"the backbone of run {record.id}"},
+                 val_fraction, seed, reporter=reporter)
+    bank.seconds = round(time.perf_counter() - started, 2)
+    return bank
 
 
 def sample_shots(train: Sequence[Sample], shots: int | str, seed: int = 0) -> list[Sample]:
@@ -166,9 +233,9 @@ def sample_shots(train: Sequence[Sample], shots: int | str, seed: int = 0) -> li
 
 
 def prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """[num_classes, D]: each class's mean feature, L2-normalised. A class with no example gets a zero row."""
-    sums = torch.zeros(num_classes, features.shape[1]).index_add_(0, labels, features)
-    return F.normalize(sums, dim=1)
+    """[num_classes, D]: each class's mean normalised feature, L2-normalised (the rule a prototypical-networks run
+    meta-trains for). A class with no example gets a zero row."""
+    return class_prototypes(features, labels, num_classes)
 
 
 def cosine_scores(protos: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -289,11 +356,13 @@ class CurveConfig:
     shots: tuple = field(default=DEFAULT_SHOTS, **_help("Training images per class, one point each ('all' too)."))
     methods: tuple[str, ...] = field(default=METHODS, **_help(f"Methods to compare: {', '.join(METHODS)}."))
     epochs: int = field(default=5, **_help("Epochs of every trained method (same budget for each)."))
-    image_size: int | None = field(default=None, **_help("Square input size in pixels (default: as training)."))
+    image_size: int | None = field(default=None, **_help("Square input size in pixels (default: the backbone's "
+                                                         "native size for prototypes, as training for the others)."))
     seed: int = field(default=0, **_help("Seed of the validation split, the k-shot samples and training."))
     val_fraction: float = field(default=0.2, **_help("Share of each class held out when there is no val/ folder."))
     weights: str = field(default="auto", **_help("'auto' (best available pretrained weights) or a weights file."))
     runs_dir: str | None = field(default=None, **_help("Where the curve and its runs are written (default: runs)."))
+    meta_run: str = field(default="", **_help("A meta-trained run's folder: adds prototypes on its backbone."))
 
     def __post_init__(self) -> None:
         self.shots = tuple(parse_shots(self.shots))
@@ -303,6 +372,13 @@ class CurveConfig:
             raise ValueError(f"Unknown --methods '{','.join(unknown)}'. Choose from: {', '.join(METHODS)}.")
         if self.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}.")
+        if self.meta_run and not Path(self.meta_run).is_dir():
+            raise ValueError(f"--meta-run '{self.meta_run}' is not a run folder. Give the folder of a finished "
+                             "prototypical-networks run (runs/<run id>).")
+
+    def all_methods(self) -> tuple[str, ...]:
+        """The methods measured: `methods`, then prototypes on the meta-trained backbone when there is a `meta_run`."""
+        return (*self.methods, *([META_PROTOTYPES] if self.meta_run else []))
 
     def runs_path(self) -> Path:
         return RunConfig(data=self.data, runs_dir=self.runs_dir).runs_path()
@@ -330,7 +406,7 @@ def parse_shots(values) -> list[int | str]:
     return [*numbers, *([ALL] if ALL in parsed else [])]
 
 
-def _train_point(config: CurveConfig, method: str, folder: Path, image_size: int, out: Path,
+def _train_point(config: CurveConfig, method: str, folder: Path, image_size: int | None, out: Path,
                  reporter: Reporter, label: str) -> dict:
     """One trained method on one k-shot folder, through the engine; StopRequested if the user stopped it."""
     run_config = RunConfig(data=str(folder), backbone=config.backbone, strategy=method, epochs=config.epochs,
@@ -360,36 +436,43 @@ def data_efficiency(config: CurveConfig, reporter: Reporter | None = None) -> di
     curve.json` (after every point, so a stopped curve keeps what it measured) and returned."""
     reporter = reporter or Reporter()
     dataset = open_dataset(config.data, config.val_fraction, config.seed)
-    image_size = resolved_image_size(config.backbone, config.image_size)
+    methods = config.all_methods()
+    banks = {}  # the feature banks of the prototype methods, computed once for every k
+    if PROTOTYPES in methods:
+        banks[PROTOTYPES] = feature_bank(config.data, config.backbone, config.image_size, config.weights,
+                                         config.val_fraction, config.seed, reporter=reporter)
+    if META_PROTOTYPES in methods:
+        banks[META_PROTOTYPES] = meta_feature_bank(config.meta_run, config.data, config.val_fraction, config.seed,
+                                                   reporter)
+    sizes = {m: banks[m].image_size if m in banks else resolved_image_size(config.backbone, config.image_size, m)
+             for m in methods}
     curve_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.backbone}"
     out = config.runs_path() / CURVES_DIR / curve_id
     out.mkdir(parents=True)
-    curve = {"id": curve_id, "data": config.data, "backbone": config.backbone, "image_size": image_size,
+    # image_size: the one size of every method when chosen, else the pretrained prototypes' (sizes: each method's)
+    curve = {"id": curve_id, "data": config.data, "backbone": config.backbone,
+             "image_size": config.image_size or next(iter(sizes.values())), "image_sizes": sizes,
              "epochs": config.epochs, "settings": {**dataclasses.asdict(config), "shots": list(config.shots)},
              "class_names": dataset.class_names, "chance": 1 / len(dataset.class_names),
              "val_images": len(dataset.val), "val_paths": sorted(str(s.path) for s in dataset.val), "points": [],
              "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    bank = None
-    if PROTOTYPES in config.methods:
-        bank = feature_bank(config.data, config.backbone, image_size, config.weights, config.val_fraction,
-                            config.seed, reporter=reporter)
-    todo = len(config.shots) * len(config.methods)
+    todo = len(config.shots) * len(methods)
     for shots in config.shots:
         chosen = sample_shots(dataset.train, shots, config.seed)
         per_class = len(chosen) / len(dataset.class_names)
         folder = kshot_folder(dataset, shots, out / f"k-{shots}", config.seed)
-        for method in config.methods:
+        for method in methods:
             label = f"{method_title(method)}, {shots} per class"
             reporter.progress(label, len(curve["points"]) / todo)
             started = time.perf_counter()
-            if method == PROTOTYPES:
-                result = evaluate_prototypes(bank, shots, config.seed)
+            if method in banks:
+                result = evaluate_prototypes(banks[method], shots, config.seed)
                 measured = {"val_accuracy": result.val_accuracy, "seconds": round(time.perf_counter() - started, 3),
                             "run_id": None, "status": "finished", "error": None}
             else:
-                measured = _train_point(config, method, folder, image_size, out, reporter, label)
+                measured = _train_point(config, method, folder, config.image_size, out, reporter, label)
             point = {"method": method, "shots": shots, "images_per_class": round(per_class, 2),
-                     "train_images": len(chosen), **measured}
+                     "train_images": len(chosen), "image_size": sizes[method], **measured}
             curve["points"].append(point)
             runs.write_json(out / CURVE_FILE, curve)
             reporter.item(point)

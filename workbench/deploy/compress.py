@@ -49,6 +49,7 @@ from workbench.core.fields import help_field as _help
 from workbench.core.latency import latency
 from workbench.core.metrics import confusion_matrix
 from workbench.data import AUGMENTATIONS, CachedImages, ImageCache, ImageDataset, Sample
+from workbench.models.heads import attach_task_heads, tasks_of
 from workbench.models.trained import Predictor, resize_size
 from workbench.runs.jobs import Reporter
 
@@ -332,6 +333,7 @@ def load_variant(variant_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     if kind is None:
         return runs.load_model(variant_dir).model, info
     model = timm.create_model(info["backbone"], pretrained=False, num_classes=len(info["class_names"])).eval()
+    attach_task_heads(model, tasks_of(info))  # a multi-task model's extra heads, quantised like the rest
     rebuild = quantize_dynamic if kind == "dynamic" else lambda m: convert_static(prepare_static(m, info["image_size"]))
     model = rebuild(model)
     with _quiet_quantization():

@@ -1,7 +1,8 @@
 """Take a trained model out of the workbench, and bring one back in.
 
 `export_zip(run_dir, dest)` writes one zip that works without the workbench: the weights (safetensors), `model.json`
-(backbone, classes, preprocessing), a small `predict.py` that needs only torch, timm, pillow and safetensors, a
+(backbone, classes, preprocessing, and the tasks of a model with several), a small `predict.py` that needs only torch,
+timm, pillow and safetensors and prints every task's answer, a
 README, a TorchScript copy and an ONNX copy when the model can be exported that way (each checked against the
 original on the run's validation images), and `export_report.json` with the outcome of those checks.
 `import_zip(zip_path, runs_dir)` turns such a zip into a run directory the app can list and predict with. Nothing is
@@ -32,6 +33,7 @@ from workbench import runs
 from workbench.core.classroom import ME, Person
 from workbench.data import RESIZE_METHOD, DataError, check_zip
 from workbench.models.backbones import BackboneError, check_backbone_name
+from workbench.models.heads import TASKS_KEY, attach_task_heads, tasks_of
 from workbench.models.trained import Predictor, resize_size
 from workbench.runs import access
 from workbench.runs.records import validation_images
@@ -184,11 +186,15 @@ def read_report(zip_path: str | Path) -> ExportReport:
 
 
 def exported_info(info: dict, record: runs.RunRecord) -> dict:
-    """model.json of an export: what a stranger needs to rebuild the model and feed it images."""
+    """model.json of an export: what a stranger needs to rebuild the model and feed it images (and, for a model
+    with several tasks, each task's name and classes: the first answered by the model's classifier, the others by
+    its `task_heads`, in order)."""
     return {
         "format": FORMAT,
         "backbone": info["backbone"],
         "class_names": info["class_names"],
+        **({TASKS_KEY: [{"name": t["name"], "class_names": t["class_names"]} for t in info[TASKS_KEY]]}
+           if info.get(TASKS_KEY) else {}),
         "preprocessing": {
             "image_size": info["image_size"],
             "resize_to": resize_size(info),
@@ -334,8 +340,25 @@ def measured_text(summary: runs.RunSummary | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tasks_text(info: dict, summary: runs.RunSummary | None) -> str:
+    """The README's account of a model with several tasks: each task, its classes and its validation accuracy;
+    empty for a model with one."""
+    tasks = tasks_of(info)
+    if len(tasks) < 2:
+        return ""
+    measured = {t["name"]: t for t in (summary.get(TASKS_KEY) if summary else None) or []}
+    lines = [f"It answers {len(tasks)} tasks at once, one head each on the same backbone (the first task's scores "
+             "are the model's own output; the TorchScript and ONNX copies give only those):"]
+    for task in tasks:
+        accuracy = measured.get(task["name"], {}).get("val_accuracy")
+        scored = f"{accuracy:.1%} right on validation" if accuracy is not None else "accuracy not measured"
+        untrained = " (weight 0: measured, never trained)" if measured.get(task["name"], {}).get("weight") == 0 else ""
+        lines.append(f"  {task['name']}: {scored}{untrained}; classes {', '.join(task['class_names'])}")
+    return "\n".join(lines) + "\n"
+
+
 def readme(info: dict, record: runs.RunRecord, report: ExportReport) -> str:
-    measured = measured_text(record.summary)
+    measured = tasks_text(info, record.summary) + measured_text(record.summary)
     return README.format(backbone=info["backbone"], classes=", ".join(info["class_names"]), run_id=record.id,
                          measured=measured, size=info["image_size"], resize_to=resize_size(info),
                          torchscript=report.torchscript.sentence(), onnx=report.onnx.sentence(),
@@ -359,7 +382,8 @@ What is inside
 Classify images
   pip install torch timm pillow safetensors
   python predict.py photo1.jpg photo2.png
-It prints the three most likely classes of each image with their probabilities.
+It prints the three most likely classes of each image with their probabilities (for a model with several
+tasks, those of every task, one after the other on the image's line).
 
 How images are prepared (predict.py does this for you)
   RGB, shorter side resized to {resize_to} px (bicubic), centre crop of {size} x {size} px, then each channel
@@ -399,10 +423,33 @@ TOP_K = 3
 
 
 def load_model():
+    """(model, model.json, tasks): a model with several tasks answers the first with its own classifier and each
+    further one with an extra linear head (model.task_heads) on the same pooled features."""
     info = json.loads((HERE / "model.json").read_text())
+    tasks = info.get("tasks") or [{"name": "class", "class_names": info["class_names"]}]
     model = timm.create_model(info["backbone"], pretrained=False, num_classes=len(info["class_names"]))
-    model.load_state_dict(load_file(str(HERE / "model.safetensors")))
-    return model.eval(), info
+    state = load_file(str(HERE / "model.safetensors"))
+    if len(tasks) > 1:
+        model.task_heads = torch.nn.ModuleList(
+            torch.nn.Linear(state[f"task_heads.{i}.weight"].shape[1], len(task["class_names"]))
+            for i, task in enumerate(tasks[1:]))
+    model.load_state_dict(state)
+    return model.eval(), info, tasks
+
+
+def scores(model, batch):
+    """Every task's scores for a prepared batch: the classifier's, then each extra head's."""
+    if not hasattr(model, "task_heads"):
+        return [model(batch)]
+    features = model.forward_head(model.forward_features(batch), pre_logits=True)
+    return [model.get_classifier()(features), *(head(features) for head in model.task_heads)]
+
+
+def best(logits, class_names):
+    """'circle 91.2% · square 5.0% · star 1.1%': the TOP_K most likely classes of one image."""
+    probabilities = logits.softmax(dim=0)
+    top = probabilities.topk(min(TOP_K, len(probabilities)))
+    return " · ".join(f"{class_names[i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
 
 
 def prepare(path, prep):
@@ -427,7 +474,7 @@ def main(paths):
     if not paths:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    model, info = load_model()
+    model, info, tasks = load_model()
     failed = 0
     for path in paths:
         try:
@@ -437,10 +484,11 @@ def main(paths):
             failed += 1
             continue
         with torch.no_grad():
-            probabilities = model(batch).softmax(dim=1)[0]
-        top = probabilities.topk(min(TOP_K, len(probabilities)))
-        best = [f"{info['class_names'][i]} {p:.1%}" for p, i in zip(top.values.tolist(), top.indices.tolist())]
-        print(f"{path}: " + " · ".join(best))
+            answers = [best(logits[0], task["class_names"]) for logits, task in zip(scores(model, batch), tasks)]
+        if len(tasks) == 1:
+            print(f"{path}: {answers[0]}")
+        else:
+            print(f"{path}: " + " | ".join(f"{task['name']}: {answer}" for task, answer in zip(tasks, answers)))
     return 1 if failed else 0
 
 
@@ -544,7 +592,22 @@ def _run_info(exported: dict, zip_path: Path) -> dict:
     if len(info["class_names"]) < 2 or len(info["mean"]) != 3 or len(info["std"]) != 3:
         raise ExportError(f"'{zip_path.name}': its {INFO_MEMBER} needs at least 2 class names and 3 mean and std "
                           "values. Export the model again from the app.")
+    if exported.get(TASKS_KEY):
+        info[TASKS_KEY] = _tasks(exported[TASKS_KEY], info["class_names"], zip_path)
     return info
+
+
+def _tasks(tasks: list, class_names: list[str], zip_path: Path) -> list[dict]:
+    """An export's list of tasks, checked: names, at least 2 classes each, the first task's being the model's."""
+    try:
+        read = [{"name": str(t["name"]), "class_names": [str(c) for c in t["class_names"]]} for t in tasks]
+    except (KeyError, TypeError) as e:
+        raise ExportError(f"'{zip_path.name}': the tasks in its {INFO_MEMBER} are damaged ({e!r} is wrong or "
+                          "missing). Export the model again from the app.") from None
+    if read[0]["class_names"] != class_names or any(len(t["class_names"]) < 2 for t in read):
+        raise ExportError(f"'{zip_path.name}': the tasks in its {INFO_MEMBER} do not fit its classes (the first "
+                          "task must have the model's classes, every task at least 2). Export the model again.")
+    return read
 
 
 def _check_weights_fit(info: dict, weights: bytes, zip_path: Path) -> None:
@@ -556,6 +619,7 @@ def _check_weights_fit(info: dict, weights: bytes, zip_path: Path) -> None:
     try:
         state = load_safetensors(weights)
         model = timm.create_model(info["backbone"], pretrained=False, num_classes=len(info["class_names"]))
+        attach_task_heads(model, tasks_of(info))
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, KeyError) as e:
         raise ExportError(f"'{zip_path.name}': the weights do not fit a {info['backbone']} with "

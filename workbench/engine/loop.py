@@ -82,6 +82,7 @@ class Trainer:
         self.objective: Objective = p.objective
         self.checkpoint_seconds: float | None = None  # how long the last per-epoch checkpoint took to write
         self.checkpointed_at = 0.0
+        self.pooled: Callable[[torch.Tensor], torch.Tensor] | None = None  # the feature pass, compiled if chosen
 
     # -- the TrainingContext a strategy's objective sees ------------------------------------------------------------
     @property
@@ -113,11 +114,11 @@ class Trainer:
         self.model.eval()
         loader = self.loader(samples, eval_transform(self.config.image_size), False)
         feats, targets, start = [], [], time.perf_counter()
+        pooled = self._pooled_features()
         for images, labels in loader:
             self.check_stop()
             with torch.autocast(**self.autocast):
-                x = self.model.forward_features(self.normalize(images))
-                feats.append(self.model.forward_head(x, pre_logits=True).float())
+                feats.append(pooled(self.normalize(images)).float())
             targets.append(labels)
             done = sum(len(t) for t in targets)
             rate = done / (time.perf_counter() - start)
@@ -168,7 +169,8 @@ class Trainer:
     def _head_on_features(self, lr: float) -> tuple[torch.nn.Module, torch.optim.Optimizer, DataLoader]:
         """The head, its optimiser and a shuffled loader of the training images' pooled features (computed once,
         the backbone in evaluation mode); the validation features are kept for evaluating the head."""
-        self.set_phase("extracting features (the backbone runs once per image)")
+        self.set_phase("extracting features (the backbone runs once per image)" if not self.config.compile else
+                       "compiling the model (torch.compile), then extracting features")
         start = time.perf_counter()
         train_x, train_y = self.features(self.train_samples, "training")
         self.val_features, self.val_targets = self.features(self.val_samples, "validation")
@@ -242,7 +244,11 @@ class Trainer:
         self.total_steps = total_steps = steps * self.config.epochs
         warmup = int(self.config.warmup_epochs * steps)
         objective = None if on_features else self.objective  # an objective works on images, not cached features
-        self.set_phase(phase)
+        # Only the training batches go through the compiled wrapper; `module` stays the one whose weights early
+        # stopping copies and the run saves (a compiled wrapper's state_dict keys carry an "_orig_mod." prefix).
+        forward = self._compiled(module) if self.config.compile and not on_features else module
+        compiling = forward is not module  # the first batch compiles: say so until it is done
+        self.set_phase("compiling the model (torch.compile): the first batch waits for it" if compiling else phase)
         started = time.perf_counter()
         for epoch in range(1, self.config.epochs + 1):
             self.run._emit("epoch_start", epoch=epoch, epochs=self.config.epochs)
@@ -252,7 +258,9 @@ class Trainer:
                 module.train()
             else:
                 set_train_mode(self.model)
-            loss_sum, correct, seen, epoch_start = 0.0, 0, 0, time.perf_counter()
+            # `seen` counts what the loss and accuracy are over (an episode's queries), `images` every image that
+            # went through the network (an episode's support images too): the speed the page shows.
+            loss_sum, correct, seen, images, epoch_start = 0.0, 0, 0, 0, time.perf_counter()
             for index, (inputs, targets, *extra) in enumerate(loader):
                 self.check_stop()
                 lr = lr_at(self.step, total_steps, warmup, self.config.lr, self.config.schedule)
@@ -260,8 +268,11 @@ class Trainer:
                 targets = targets.to(self.device, non_blocking=True)
                 if objective is not None:
                     targets = objective.targets(targets, extra)
-                loss, logits = self.train_step(module, optimizer, inputs, targets, lr, objective, extra, mixup)
+                loss, logits = self.train_step(forward, optimizer, inputs, targets, lr, objective, extra, mixup)
                 self.step += 1
+                if compiling:
+                    compiling = False
+                    self.set_phase(phase)
                 # .item() is a CPU-GPU sync point; once per batch is cheap next to a backbone's forward/backward.
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
@@ -270,15 +281,34 @@ class Trainer:
                 loss_sum += loss_value * len(targets)
                 correct += (logits.argmax(1) == targets).sum().item()
                 seen += len(targets)
+                images += len(inputs)
                 elapsed = time.perf_counter() - started
-                rate = seen / (time.perf_counter() - epoch_start)
+                rate = images / (time.perf_counter() - epoch_start)
                 seconds_left = elapsed / self.step * (total_steps - self.step)
                 if not on_features or index == steps - 1:
                     self._report_batch(epoch, index + 1, steps, loss_value, rate, seconds_left, lr, phase)
-            self._end_epoch(epoch, loss_sum, correct, seen, time.perf_counter() - epoch_start, lr)
+            self._end_epoch(epoch, loss_sum, correct, seen, images, time.perf_counter() - epoch_start, lr)
             if self._early_stop(module):
                 break
         self._restore_best(module)
+
+    def _compiled(self, forward: Callable) -> Callable:
+        """`forward` (a module or a function of the model) compiled by torch.compile, lazily: the first batch waits
+        for it. A module's compiled wrapper shares its parameters."""
+        problem = self.config.compile_problem()
+        if problem:
+            raise RuntimeError(problem)
+        return torch.compile(forward)
+
+    def _pooled_features(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The backbone's pooled features of a normalised batch; compiled once per run when `compile` is chosen (on
+        a CPU the feature pass is where compiling paid: see RunConfig.compile)."""
+        if self.pooled is None:
+            def pooled(images: torch.Tensor) -> torch.Tensor:
+                return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+
+            self.pooled = self._compiled(pooled) if self.config.compile else pooled
+        return self.pooled
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def _scores(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float, list[list[int]]]:
@@ -324,9 +354,13 @@ class Trainer:
             return self.best[1]
         if self.run.metrics and self.run.metrics[-1]["step"] == self.step:
             return self.run.metrics[-1]
-        return self._evaluate() if self.step > 0 or self.val_features is not None else {}
+        if self.step == 0 and self.val_features is None:
+            return {}
+        self.objective.before_evaluation(self)  # e.g. prototypes from the backbone as it was when stopped
+        return self._evaluate()
 
-    def _end_epoch(self, epoch: int, loss_sum: float, correct: int, seen: int, seconds: float, lr: float) -> None:
+    def _end_epoch(self, epoch: int, loss_sum: float, correct: int, seen: int, images: int, seconds: float,
+                   lr: float) -> None:
         self.objective.before_evaluation(self)
         metrics = {
             "epoch": epoch,
@@ -336,7 +370,7 @@ class Trainer:
             **self.objective.epoch_metrics(self),
             "lr": lr,
             "seconds": round(seconds, 3),
-            "images_per_s": round(seen / seconds, 2) if seconds > 0 else None,
+            "images_per_s": round(images / seconds, 2) if seconds > 0 else None,
             "step": self.step,
             "frozen_groups": self.frozen_now,
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),

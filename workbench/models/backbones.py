@@ -168,11 +168,76 @@ def list_backbones(query: str = "", limit: int | None = None) -> list[BackboneIn
     return infos[:limit] if limit else infos
 
 
+@functools.cache
 def count_parameters(name: str) -> int:
-    """Parameter count of a timm model, without allocating its weights."""
+    """Parameter count of a timm model (with its ImageNet head), without allocating its weights; remembered for the
+    process, since building the structure takes 0.05–2 s."""
     with torch.device("meta"):
         model = timm.create_model(name, pretrained=False)
     return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The catalogue: what a backbone race and the Model page choose from
+
+PRETRAINED_HERE = ("bundled", "cached")
+"""Weights availabilities that train as pretrained without the internet."""
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One backbone as the catalogue lists it."""
+
+    name: str
+    family: str
+    """timm's module for it ("efficientnet", "resnet", "vision_transformer", …): models of one design."""
+    params: int | None
+    """Parameters with the ImageNet head; None when the catalogue was asked not to count them."""
+    weights: str
+    """See `weights_availability`."""
+
+    @property
+    def pretrained_here(self) -> bool:
+        """Its pretrained weights are on this computer, so it trains as pretrained offline; otherwise it trains
+        from random weights unless the hub is reachable (weights "download")."""
+        return self.weights in PRETRAINED_HERE
+
+
+@functools.cache
+def model_families() -> dict[str, str]:
+    """Every timm model name -> its family (the timm module that registers it)."""
+    return {name: module for module in timm.list_modules() for name in timm.list_models(module=module)}
+
+
+def families() -> list[str]:
+    """The families the catalogue can filter on, sorted."""
+    return sorted(set(model_families().values()))
+
+
+def catalogue_entry(name: str) -> CatalogueEntry:
+    """One model's catalogue entry, parameters counted. BackboneError for a name timm does not know."""
+    check_backbone_name(name)
+    return CatalogueEntry(name, model_families().get(name, "?"), count_parameters(name), weights_availability(name))
+
+
+def catalogue(query: str = "", family: tuple[str, ...] | list[str] = (), max_params: int | None = None,
+              count: bool = True, limit: int | None = None) -> list[CatalogueEntry]:
+    """Backbones matching `query` (as `list_backbones`) and one of `family` (empty: any), the ones usable offline
+    first; with `max_params`, only those that small. `count=False` skips the parameter counts (params None; then
+    `max_params` cannot apply and is refused). Counting builds each model's structure once per process (about 0.3 s
+    a model on average), so narrow by query or family before asking for a size limit over many models."""
+    if max_params is not None and not count:
+        raise ValueError("A size limit needs the parameter counts: call catalogue() with count=True.")
+    found = model_families()
+    infos = [info for info in list_backbones(query) if not family or found.get(info.name) in family]
+    entries = []
+    for info in infos:
+        params = count_parameters(info.name) if count else None
+        if max_params is None or params <= max_params:
+            entries.append(CatalogueEntry(info.name, found.get(info.name, "?"), params, info.weights))
+        if limit and len(entries) >= limit:
+            break
+    return entries
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """A trained model on disk and predictions from it: `Predictor.from_run(run_dir).predict([image, ...])`.
 
 A run's model is `model.safetensors` (weights only: nothing is unpickled) plus `model.json` (backbone, classes and
-preprocessing). Every image goes through exactly what training's own evaluation did: decoded and resized like the
-training cache (`data.decode_resized`), the evaluation centre crop (`data.eval_transform`), then the run's
-normalisation (`core.normalize.Normalizer`). So the predictions on the run's validation images reproduce its recorded
-accuracy exactly.
+preprocessing; for a model with several tasks, their names and classes too, see `models.heads`). Every image goes
+through exactly what training's own evaluation did: decoded and resized like the training cache
+(`data.decode_resized`), the evaluation centre crop (`data.eval_transform`), then the run's normalisation
+(`core.normalize.Normalizer`). So the predictions on the run's validation images reproduce its recorded accuracy
+exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from workbench.core.normalize import Normalizer
 from workbench.core.runfolder import MODEL_FILE, MODEL_INFO_FILE, replacing, write_json
 from workbench.data import decode_resized, eval_transform
+from workbench.models.heads import attach_task_heads, task_logits, tasks_of
 
 
 def model_files(run_dir: str | Path) -> tuple[Path, Path]:
@@ -65,13 +67,15 @@ class LoadedModel:
 
 
 def load_model(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
-    """Rebuild a run's trained model (in eval mode) from its safetensors weights."""
+    """Rebuild a run's trained model (in eval mode) from its safetensors weights, with the extra head of every task
+    its model.json lists beyond the first."""
     run_dir = Path(run_dir)
     info_path = run_dir / MODEL_INFO_FILE
     if not info_path.exists():
         raise FileNotFoundError(f"Run '{run_dir.name}' has no saved model (it may have failed before the end).")
     info = json.loads(info_path.read_text())
     model = timm.create_model(info["backbone"], pretrained=False, num_classes=len(info["class_names"]))
+    attach_task_heads(model, tasks_of(info))
     model.load_state_dict(load_file(str(run_dir / MODEL_FILE)))
     return LoadedModel(model.to(device).eval(), info["class_names"], info)
 
@@ -96,6 +100,8 @@ class Predictor:
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()  # as in training
         self.class_names = list(class_names)
         self.info = info
+        self.tasks = tasks_of({"class_names": self.class_names, **info})
+        """Every task the model answers ({"name", "class_names"}), its own classes first; one for a plain model."""
         self.resize_to = resize_size(info)
         self.crop = eval_transform(info["image_size"])
         self.normalize = Normalizer(info["mean"], info["std"], self.device)
@@ -122,12 +128,31 @@ class Predictor:
             return torch.empty(0, len(self.class_names))
         return torch.cat([self.model(batch).float().cpu() for batch in self.batches(images)])
 
+    @torch.inference_mode()
+    def task_logits(self, images: Sequence[ImageInput]) -> list[torch.Tensor]:
+        """One [len(images), classes of the task] tensor of raw scores per task in `tasks`, from one pass through
+        the backbone per batch."""
+        if not images:
+            return [torch.empty(0, len(task["class_names"])) for task in self.tasks]
+        per_batch = [[t.float().cpu() for t in task_logits(self.model, batch)] for batch in self.batches(images)]
+        return [torch.cat(scores) for scores in zip(*per_batch, strict=True)]
+
     def predict(self, images: Sequence[ImageInput], top_k: int = 3) -> list[list[tuple[str, float]]]:
         """For each image, its `top_k` most likely classes as (class name, probability), most likely first."""
-        probabilities = self.logits(images).softmax(dim=1)
-        top = probabilities.topk(min(top_k, len(self.class_names)), dim=1)
-        return [[(self.class_names[i], float(p)) for p, i in zip(row_p, row_i, strict=True)]
-                for row_p, row_i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        return _top(self.logits(images), self.class_names, top_k)
+
+    def predict_tasks(self, images: Sequence[ImageInput], top_k: int = 3) -> list[dict[str, list[tuple[str, float]]]]:
+        """For each image, every task's `top_k` most likely classes (task name -> as `predict` gives them)."""
+        per_task = [_top(logits, task["class_names"], top_k)
+                    for logits, task in zip(self.task_logits(images), self.tasks, strict=True)]
+        return [{task["name"]: answers[i] for task, answers in zip(self.tasks, per_task, strict=True)}
+                for i in range(len(images))]
+
+
+def _top(logits: torch.Tensor, class_names: list[str], top_k: int) -> list[list[tuple[str, float]]]:
+    top = logits.softmax(dim=1).topk(min(top_k, len(class_names)), dim=1)
+    return [[(class_names[i], float(p)) for p, i in zip(row_p, row_i, strict=True)]
+            for row_p, row_i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
 
 
 def describe(top: list[tuple[str, float]]) -> str:

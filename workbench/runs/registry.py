@@ -44,6 +44,20 @@ def race_budget(config: RunConfig) -> RunConfig:
     return planned_config(dataclasses.replace(config, strategy=RACE_BUDGET_STRATEGY))
 
 
+def backbone_race_configs(config: RunConfig, backbone: str, strategies: list[str]) -> list[RunConfig]:
+    """What `backbone` trains in a backbone race, one config per strategy, all at one budget: the config's epochs and
+    image size where it sets them, else what `planned_config` gives this backbone (one strategy) or `race_budget`
+    (several, as a strategy race). Raises BackboneError (a ValueError) for a name timm does not know."""
+    config = dataclasses.replace(config, backbone=backbone)
+    if len(strategies) == 1:
+        budget = planned_config(dataclasses.replace(config, strategy=strategies[0]))
+    else:
+        budget = race_budget(config)
+    # "auto" for all: a weights file belongs to one architecture, and 'scratch' turns "auto" into "none" itself
+    return [dataclasses.replace(config, strategy=name, epochs=budget.epochs, image_size=budget.image_size,
+                                weights="auto") for name in strategies]
+
+
 CPU = "cpu"
 ANY_GPU = "cuda"  # the queue of runs that take whichever GPU is free first
 CLUSTER = "ray"  # the one queue of a backend with slots (a Ray cluster); its slots are the devices "ray:0", "ray:1", …
@@ -147,6 +161,17 @@ class RunRegistry:
         return [self.submit(dataclasses.replace(config, strategy=name, epochs=budget.epochs,
                                                 image_size=budget.image_size, weights=weights), owner)
                 for name in strategies]
+
+    def backbone_race(self, config: RunConfig, backbones: list[str], strategies: list[str] | None = None,
+                      owner: Person = ME) -> list[Run]:
+        """Queue one run per backbone (per backbone and strategy for a grid) on the same data, seed and epochs, each
+        backbone's image size by the same rule: the config's, else what `planned_config` gives that backbone (one
+        strategy) or `race_budget` (several, as in `race`). `strategies` defaults to the config's own. Each backbone
+        starts from the best weights available here (random ones when it has none: its record says so). Every name
+        is checked before anything is queued, so a typo queues nothing (BackboneError, a ValueError)."""
+        strategies = strategies or [config.strategy]
+        plans = [backbone_race_configs(config, backbone, strategies) for backbone in backbones]  # may raise: first
+        return [self.submit(run_config, owner) for plan in plans for run_config in plan]
 
     def freeze_sweep(self, config: RunConfig, depths: list[int] | None = None, owner: Person = ME) -> list[Run]:
         """Queue `partial` at each freeze depth (default: every depth the backbone has), same budget for all: the

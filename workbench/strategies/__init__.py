@@ -40,6 +40,8 @@ from workbench.strategies import bitfit  # isort: skip
 from workbench.strategies import distill  # isort: skip
 from workbench.strategies import dann  # isort: skip
 from workbench.strategies import lpft  # isort: skip
+from workbench.strategies import protonet  # isort: skip
+from workbench.strategies import multitask  # isort: skip
 
 DEFAULT_STRATEGY = linear_probe.LinearProbe.name
 """What a new run uses until someone chooses: the quickest strategy, and the safest with few images."""

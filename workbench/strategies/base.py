@@ -273,6 +273,12 @@ class Strategy:
         """A fresh `Objective` for one run; check its inputs here (raise ValueError naming the file and the fix)."""
         return Objective()
 
+    def epoch_images(self, config: RunConfig, num_train: int, num_val: int) -> tuple[int, int]:
+        """(images through a training step, images only looked at) in one epoch of a run with `num_train` training
+        and `num_val` validation images: what a time estimate scales. Default: each training image once, then each
+        validation image."""
+        return num_train, num_val
+
     # -- the pages ------------------------------------------------------------------------------------------------
     def freeze_note(self, groups: list[LayerGroup], config: RunConfig, frozen: int) -> str | None:
         """A sentence under the Model page's freeze diagram, which shows the last epoch (`frozen` groups frozen)."""
