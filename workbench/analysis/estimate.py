@@ -8,6 +8,7 @@ slows everything down.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 
@@ -71,9 +72,11 @@ def _time_steps(backbone: str, image_size: int, batch_size: int, trains_backbone
 
     step()  # warm-up: first-call allocations and kernel selection
     timed = [step()]
-    if timed[0] < SLOW_STEP_SECONDS:
+    # The median of three steps: one step can land on a moment when something else holds the CPU (a lesson's
+    # estimates were 10x too long from single slow steps). After a slow step, one more is enough.
+    while len(timed) < (2 if timed[0] >= SLOW_STEP_SECONDS else 3):
         timed.append(step())
-    return batch_size / (sum(timed) / len(timed))
+    return batch_size / statistics.median(timed)
 
 
 def strategy_trains_backbone(strategy: str) -> bool:
