@@ -300,3 +300,22 @@ def test_a_lesson_page_from_prediction_to_explanation(runs_dir, monkeypatch, tmp
     assert at.dataframe  # the class's tally
     get_registry.clear()
     lesson_book.clear()
+
+
+def test_the_command_line_runs_a_lesson_and_writes_its_handout(tmp_path, monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.setattr(transfer_lesson, "BACKBONE", "test_resnet")
+    monkeypatch.setattr(transfer_lesson, "EPOCHS", 1)
+    monkeypatch.setattr(transfer_lesson, "IMAGE_SIZE", 32)
+    assert main(["lesson"]) == 0
+    assert "transfer   L1 · What transfer buys" in capsys.readouterr().out
+    handout = tmp_path / "handout.md"
+    assert main(["lesson", "--id", "transfer", "--data", str(SHAPES), "--runs-dir", str(tmp_path / "runs"),
+                 "--handout", str(handout)]) == 0
+    out = capsys.readouterr().out
+    results = LessonBook(RunRegistry(tmp_path / "runs")).results("transfer")
+    probe = results.run("probe").summary.val_accuracy
+    assert f"reached {probe:.0%} validation accuracy" in out  # the explanation, from the run's own record
+    assert "Answer: " in out and f"{probe:.0%}" in handout.read_text()
+    assert main(["lesson", "--id", "nope"]) == 2

@@ -26,6 +26,8 @@ from workbench.deploy.compress import CompressConfig, compress_run, config_help,
 from workbench.deploy.export import export_zip, read_report
 from workbench.engine import Event, Run, find_lr
 from workbench.engine.config import RunConfig
+from workbench.lessons import LESSONS, LessonBook, get_lesson, make_handout
+from workbench.lessons.base import SAMPLE
 from workbench.models.backbones import BackboneError, list_backbones
 from workbench.models.trained import Predictor, describe
 from workbench.runs.cluster import RayBackend
@@ -398,6 +400,39 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lesson(args: argparse.Namespace) -> int:
+    """A ready-made lesson, as its page runs it: queue its runs, move it on until every result is in, then print the
+    explanation written from the runs' numbers (and write the handout when asked)."""
+    if not args.id:
+        for lesson in LESSONS.values():
+            print(f"{lesson.id:<10} L{lesson.number} · {lesson.title}: {lesson.question.replace('**', '')}")
+        return 0
+    lesson = get_lesson(args.id)  # LessonError (a ValueError) names the lessons there are
+    data = args.data or str(SAMPLE)
+    book = LessonBook(RunRegistry(RunConfig(data=data, runs_dir=args.runs_dir).runs_path()))
+    print(f"L{lesson.number} · {lesson.title}\n{lesson.question}\n")
+    started = time.perf_counter()
+    book.start(lesson.id, data)
+    results = book.advance(lesson.id, background=False)
+    try:
+        while not results.complete:
+            time.sleep(1.0)
+            results = book.advance(lesson.id, background=False)
+    except KeyboardInterrupt:
+        print("\nStopped waiting; the lesson's runs go on only while this command runs.", file=sys.stderr)
+        return 1
+    for line in lesson.explain(results):
+        print(textwrap.fill(line.replace("**", ""), width=110))
+    answer = lesson.winner(results)
+    print(f"\nAnswer: {lesson.choices.get(answer, '–') if answer else '–'}  ({time.perf_counter() - started:.0f} s)")
+    if args.handout:
+        handout = make_handout(lesson, results, book.tally(lesson.id))
+        out = Path(args.handout)
+        out.write_text(handout.html() if out.suffix.lower() in (".html", ".htm") else handout.markdown())
+        print(f"handout written to {out}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_run(args.run)
     failed = 0
@@ -532,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(func=cmd_data)
     strategies = sub.add_parser("strategies", help="every strategy with its explanation")
     strategies.set_defaults(func=cmd_strategies)
+    lesson = sub.add_parser("lesson", help="run a ready-made lesson and print its explanation (no --id: list them)")
+    lesson.add_argument("--id", help="the lesson, e.g. transfer (list them with `workbench lesson`)")
+    lesson.add_argument("--data", help="images to run it on (default: the sample data)")
+    lesson.add_argument("--runs-dir", help="where runs are written (default: $WORKBENCH_RUNS_DIR or ./runs)")
+    lesson.add_argument("--handout", help="also write the handout to this file (.md, or .html for the printable page)")
+    lesson.set_defaults(func=cmd_lesson)
     predict = sub.add_parser("predict", help="classify images with a trained run's model (top classes per image)")
     predict.add_argument("--run", required=True, help="the run directory (runs/<run id>)")
     predict.add_argument("--top-k", type=int, default=3, help="how many classes to show per image")
