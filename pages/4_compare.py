@@ -293,7 +293,7 @@ def runs_panel(live: bool) -> None:
     shown = filters_ui(table)
     st.dataframe(charts.highlight_best(shown), hide_index=True, key="runs_table")
     st.caption(f"{len(shown)} of {len(table)} runs · best value of a column in green · test accuracy (measured "
-               "once, at the end, on held-out images; blank when the data had no test set) is never highlighted: "
+               "once, at the end, on held-out images; None when the data had no test set) is never highlighted: "
                f"pick a run by validation, then read its test accuracy · runs are read from `{registry.runs_dir}`.")
     labels = charts.run_labels(records)
     picked_ids = pick_ui(records, shown, labels)
