@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from workbench.engine.config import RunConfig
 from workbench.runs.records import ENDED, RunRecord
+from workbench.runs.registry import short_duration
 
 SAMPLE_ROOT = Path(__file__).resolve().parents[2] / "sample_data"
 BACKBONE = "tf_efficientnet_lite0"  # ships its ImageNet weights: every lesson runs offline
@@ -216,11 +217,8 @@ def share(part: int, whole: int) -> str:
 
 
 def duration(value: float | None) -> str:
-    """'12 s', '2 min 05 s'."""
-    if value is None:
-        return "–"
-    whole = round(value)
-    return f"{whole} s" if whole < 90 else f"{whole // 60} min {whole % 60:02d} s"
+    """'12 s', '2 min 05 s' (the pages' `short_duration`); '–' when not known."""
+    return "–" if value is None else short_duration(value)
 
 
 def chance(record: RunRecord | None) -> float | None:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from workbench.analysis.estimate import estimate_for_machine
-from workbench.data import open_dataset
+from workbench.data import DataSpec
 from workbench.lessons.base import Lesson, Results
 from workbench.runs.registry import planned_config
 
@@ -17,13 +17,16 @@ def estimate_seconds(lesson: Lesson, data: str, measure: bool = True) -> float |
     unless `measure` is False); None when a speed is not known yet. Later runs and the measuring after them are not
     included."""
     total = 0.0
+    counts: dict[DataSpec, tuple[int, int]] = {}  # runs of one lesson often share their data: read it once
     with tempfile.TemporaryDirectory(prefix="workbench-lesson-estimate-") as scratch:
         for config in lesson.plan(data, Results(None), Path(scratch)).values():
             planned = planned_config(config)
-            dataset = open_dataset(planned.data, planned.val_fraction, planned.seed)
+            spec = planned.data_spec()  # the images and split the run itself will open
+            if spec not in counts:
+                dataset = spec.open()
+                counts[spec] = len(dataset.train), len(dataset.val)
             seconds = estimate_for_machine(planned.backbone, planned.strategy, planned.image_size,
-                                           planned.batch_size, planned.epochs, len(dataset.train), len(dataset.val),
-                                           measure=measure)
+                                           planned.batch_size, planned.epochs, *counts[spec], measure=measure)
             if seconds is None:
                 return None
             total += seconds

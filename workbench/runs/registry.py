@@ -504,10 +504,11 @@ class RunView:
             where = f"{p['phase'].capitalize()}: {p['done']} of {p['total']} images"
             fraction = p["done"] / max(1, p["total"])
         rate = f" · {p['images_per_s']:.0f} images/s" if p.get("images_per_s") else ""
-        left = f" · about {_duration(p['seconds_left'])} left" if p.get("seconds_left") is not None else ""
+        left = f" · about {short_duration(p['seconds_left'])} left" if p.get("seconds_left") is not None else ""
         return min(1.0, fraction), where + rate + left
 
 
-def _duration(seconds: float) -> str:
+def short_duration(seconds: float) -> str:
+    """A duration as the pages print it: '12 s', '2 min 05 s'."""
     seconds = round(seconds)
     return f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s"
